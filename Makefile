@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and install into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Torch first, from the pinned pair that imports together on these machines (see README, "Dependencies").
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo_out
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install test demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install $(TORCH_SPEC)
+	$(PY) -m pip install -e ".[test,demo,bench]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/vidrd-data demo $(DEMO_DIR) --run
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache build *.egg-info

@@ -1,0 +1,122 @@
+import json
+import re
+import shutil
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import REPO
+from vidrd_data import manifest as mf
+from vidrd_data import sources
+from vidrd_data.runner import run_stage
+
+
+def _reference_columns():
+    text = (REPO / "manifests" / "README.md").read_text()
+    section = text.split("## Columns", 1)[1]
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| (yes|no) \|", section, flags=re.M)
+    assert rows, "no column table found in manifests/README.md"
+    return rows
+
+
+def test_column_reference_matches_base_schema():
+    reference = _reference_columns()
+    assert [name for name, _, _ in reference] == list(mf.BASE_COLUMNS)
+    for name, type_name, nullable in reference:
+        field = mf.BASE_SCHEMA.field(name)
+        assert str(field.type) == type_name, name
+        assert field.nullable == (nullable == "yes"), name
+
+
+def test_every_written_part_matches_the_reference(image_set, tmp_path):
+    table, root = sources.caption_table(image_set, path_col="image")
+    run_stage("images", {}, table, tmp_path / "m", root=root, input_desc=["x"], shard_size=5, progress=False)
+    reference = _reference_columns()
+    m = mf.Manifest.open(tmp_path / "m")
+    assert len(m.parts) == 3
+    for i in m.parts:
+        schema = pq.read_schema(m.part_path(i))
+        assert [(f.name, str(f.type)) for f in schema][: len(reference)] == [(n, t) for n, t, _ in reference]
+        assert schema.names[len(reference):] == ["licence"]  # unknown input column carried through
+
+
+def test_sample_id_is_deterministic_and_depends_on_kind_source_and_span():
+    a = mf.make_sample_id("video_clip", "ucf", "a/b.mp4", [0, 16])
+    assert a == mf.make_sample_id("video_clip", "ucf", "a/b.mp4", [0, 16])
+    assert re.fullmatch(r"[0-9a-f]{20}", a)
+    others = {
+        mf.make_sample_id("pseudo_video", "ucf", "a/b.mp4", [0, 16]),
+        mf.make_sample_id("video_clip", "k400", "a/b.mp4", [0, 16]),
+        mf.make_sample_id("video_clip", "ucf", "a/c.mp4", [0, 16]),
+        mf.make_sample_id("video_clip", "ucf", "a/b.mp4", [16, 32]),
+    }
+    assert a not in others and len(others) == 4
+
+
+def test_paths_are_stored_relative_to_root_and_uris_kept(tmp_path):
+    assert mf.relativize(tmp_path / "x" / "y.jpg", tmp_path) == "x/y.jpg"
+    assert mf.relativize("/elsewhere/y.jpg", tmp_path) == "/elsewhere/y.jpg"
+    assert mf.relativize("s3://bucket/y.jpg", tmp_path) == "s3://bucket/y.jpg"
+    assert mf.resolve("x/y.jpg", "/data") == "/data/x/y.jpg"
+    assert mf.resolve("s3://bucket/y.jpg", "/data") == "s3://bucket/y.jpg"
+
+
+def test_manifest_moved_with_its_data_still_resolves_and_root_override_works(image_set, tmp_path):
+    table, root = sources.caption_table(image_set, path_col="image")
+    out = image_set.parent / "manifest"
+    run_stage("images", {}, table, out, root=root, input_desc=["x"], progress=False)
+    moved = tmp_path / "moved"
+    shutil.copytree(image_set.parent, moved)
+    shutil.rmtree(image_set.parent)
+    m = mf.Manifest.open(moved / "manifest")
+    row = m.read(status="ok").slice(0, 1).to_pylist()[0]
+    assert (moved / row["source_path"]).is_file()
+    assert m.resolve(row["source_path"]) == str(moved / row["source_path"])
+    assert mf.Manifest.open(moved / "manifest", root="/mnt/other").resolve("a.png") == "/mnt/other/a.png"
+
+
+def test_manifest_json_records_the_run(image_set, tmp_path):
+    table, root = sources.caption_table(image_set, path_col="image")
+    run_stage("images", {}, table, tmp_path / "m", root=root, input_desc=[str(image_set)], progress=False)
+    meta = json.loads((tmp_path / "m" / "_manifest.json").read_text())
+    for key in ("kind", "schema_version", "stage", "params", "inputs", "package_version", "created_at", "root"):
+        assert key in meta
+    assert meta["kind"] == "image" and meta["stage"] == "images" and meta["inputs"] == [str(image_set)]
+    assert mf.schema_from_json(meta["schema"]).names[: len(mf.BASE_COLUMNS)] == list(mf.BASE_COLUMNS)
+
+
+def test_stats_count_rows_and_failure_reasons(image_set, tmp_path):
+    table, root = sources.caption_table(image_set, path_col="image")
+    run_stage("images", {}, table, tmp_path / "m", root=root, input_desc=["x"], progress=False)
+    (stats,) = mf.Manifest.open(tmp_path / "m").stats()
+    assert stats["input_rows"] == stats["output_rows"] == 14
+    assert (stats["ok"], stats["failed"]) == (12, 2)
+    assert sum(stats["failure_reasons"].values()) == 2
+    assert any("empty caption" in r for r in stats["failure_reasons"])
+    assert stats["wall_time_s"] > 0 and stats["samples_per_s"] > 0
+
+
+def test_incomplete_part_without_stats_is_invisible(image_set, tmp_path):
+    table, root = sources.caption_table(image_set, path_col="image")
+    run_stage("images", {}, table, tmp_path / "m", root=root, input_desc=["x"], shard_size=5, progress=False)
+    (tmp_path / "m" / mf.stats_name(1)).unlink()
+    m = mf.Manifest.open(tmp_path / "m")
+    assert m.parts == [0, 2]
+    assert m.read().num_rows == 5 + 4
+
+
+def test_open_rejects_what_is_not_a_manifest(tmp_path):
+    with pytest.raises(mf.ManifestError, match="not a manifest"):
+        mf.Manifest.open(tmp_path)
+    (tmp_path / "_manifest.json").write_text("{broken")
+    with pytest.raises(mf.ManifestError, match="not valid JSON"):
+        mf.Manifest.open(tmp_path)
+    (tmp_path / "_manifest.json").write_text(json.dumps({"schema_version": 99}))
+    with pytest.raises(mf.ManifestError, match="schema_version 99"):
+        mf.Manifest.open(tmp_path)
+
+
+def test_rows_to_table_rejects_a_value_of_the_wrong_type():
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError, TypeError)):
+        mf.rows_to_table([{"sample_id": "a", "kind": "image", "status": "ok", "input_row": 0, "width": "wide"}], mf.BASE_SCHEMA)

@@ -1,0 +1,349 @@
+"""The manifest: the one contract between vidrd's data stages and its trainer.
+
+A manifest is a directory::
+
+    _manifest.json              kind, schema_version, stage + params, inputs, root, version, created_at
+    _inputs.parquet             the stage's input rows (what `retry` and resume re-run)
+    part-00000.parquet          one Parquet file per shard, schema declared up front
+    part-00000.stats.json       written last and atomically: its presence means the part is complete
+
+Every part holds one row per sample with at least the columns of `BASE_SCHEMA`; stages add their own
+struct columns and unknown input columns are carried through. The column reference for users lives in
+`manifests/README.md`; a test keeps it and `BASE_SCHEMA` in agreement.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "_manifest.json"
+INPUTS_FILE = "_inputs.parquet"
+PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
+
+KINDS = ("image", "pseudo_video", "video_clip")
+STATUSES = ("ok", "failed")
+CAPTION_SOURCES = ("original", "label", "blip2", "minigpt4")  # extensible: any string is accepted
+
+BASE_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("source_path", pa.string()),
+        pa.field("source_dataset", pa.string()),
+        pa.field("caption", pa.string()),
+        pa.field("caption_source", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("start_time", pa.float64()),
+        pa.field("end_time", pa.float64()),
+        pa.field("start_frame", pa.int64()),
+        pa.field("end_frame", pa.int64()),
+        pa.field("fps", pa.float64()),
+        pa.field("num_frames", pa.int64()),
+        pa.field("width", pa.int64()),
+        pa.field("height", pa.int64()),
+        pa.field("source_duration", pa.float64()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("input_row", pa.int64(), nullable=False),
+    ]
+)
+BASE_COLUMNS = tuple(BASE_SCHEMA.names)
+
+
+class ManifestError(Exception):
+    """The directory is not a readable manifest (missing, malformed, wrong schema version)."""
+
+
+# ---------------------------------------------------------------- ids and paths
+
+
+def make_sample_id(kind: str, source_dataset: str | None, source: str | None, span: Any = None) -> str:
+    """Return a 20-hex-digit id that depends only on what the sample is, never on when it was made.
+
+    `source` is the stored (root-relative) path or any stable key (e.g. `shard.tar#key`); `span` is
+    whatever pins the sample inside its source (a `(start_frame, end_frame)` pair, times in seconds
+    rounded by the caller, or None for the whole source).
+    """
+    text = "\x1f".join([kind, source_dataset or "", source or "", json.dumps(span, sort_keys=True)])
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=10).hexdigest()
+
+
+def is_uri(path: str) -> bool:
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path))
+
+
+def relativize(path: str | os.PathLike, root: str | os.PathLike | None) -> str:
+    """Return `path` as stored in a manifest: relative (POSIX) to `root` when inside it, else as given."""
+    path = os.fspath(path)
+    if root is None or is_uri(path):
+        return path
+    absolute = os.path.abspath(path)
+    root_abs = os.path.abspath(os.fspath(root))
+    if absolute == root_abs or absolute.startswith(root_abs.rstrip(os.sep) + os.sep):
+        return Path(os.path.relpath(absolute, root_abs)).as_posix()
+    return absolute
+
+
+def resolve(path: str | None, root: str | os.PathLike | None) -> str | None:
+    """Return the usable location of a stored path: URIs and absolute paths as they are, others under `root`."""
+    if path is None or is_uri(path) or os.path.isabs(path) or root is None:
+        return path
+    return os.path.normpath(os.path.join(os.fspath(root), path))
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Write through `write(tmp_path)` then rename over `target`: readers never see a torn file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(target: Path, data: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+
+    _atomic_write(Path(target), write)
+
+
+def write_parquet_atomic(target: Path, table: pa.Table) -> None:
+    _atomic_write(Path(target), lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+# ---------------------------------------------------------------- schema
+
+
+def output_schema(stage_fields: Iterable[pa.Field] = (), input_schema: pa.Schema | None = None) -> pa.Schema:
+    """Return the declared schema of a stage's parts: base columns, the stage's own, then carried input columns."""
+    fields = list(BASE_SCHEMA)
+    names = set(BASE_COLUMNS)
+    for f in stage_fields:
+        if f.name in names:
+            raise ValueError(f"stage column {f.name!r} collides with a base column")
+        fields.append(f)
+        names.add(f.name)
+    for f in input_schema or []:
+        if f.name not in names and not f.name.startswith("_"):
+            fields.append(f.with_nullable(True))
+            names.add(f.name)
+    return pa.schema(fields)
+
+
+def rows_to_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Build a table in the declared schema; a value of the wrong type raises here, not in a reader later."""
+    columns = {name: [row.get(name) for row in rows] for name in schema.names}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def schema_to_json(schema: pa.Schema) -> dict:
+    """Return the schema readable by people (`columns`) and exactly restorable by pyarrow (`arrow`)."""
+    return {
+        "columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema],
+        "arrow": base64.b64encode(schema.serialize().to_pybytes()).decode("ascii"),
+    }
+
+
+def schema_from_json(data: dict) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(data["arrow"])))
+
+
+# ---------------------------------------------------------------- stats
+
+
+def failure_reason(error: str) -> str:
+    """Return the histogram key of an error message: its first line, with paths and numbers masked."""
+    line = error.strip().splitlines()[0] if error.strip() else "unknown error"
+    line = re.sub(r"'[^']*[/\\][^']*'|\"[^\"]*[/\\][^\"]*\"", "<path>", line)
+    line = re.sub(r"\d+(\.\d+)?", "N", line)
+    return line[:160]
+
+
+def part_stats(table: pa.Table, input_rows: int, wall_time_s: float) -> dict:
+    status = table.column("status").to_pylist()
+    errors = [e for s, e in zip(status, table.column("error").to_pylist()) if s == "failed"]
+    ok = status.count("ok")
+    return {
+        "input_rows": input_rows,
+        "output_rows": table.num_rows,
+        "ok": ok,
+        "failed": len(status) - ok,
+        "failure_reasons": dict(Counter(failure_reason(e or "") for e in errors).most_common()),
+        "wall_time_s": round(wall_time_s, 4),
+        "samples_per_s": round(input_rows / wall_time_s, 3) if wall_time_s > 0 else None,
+    }
+
+
+# ---------------------------------------------------------------- the directory
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def stats_name(index: int) -> str:
+    return f"part-{index:05d}.stats.json"
+
+
+def package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("vidrd")
+    except Exception:
+        return "0+unknown"
+
+
+def new_meta(
+    *,
+    kind: str,
+    stage: str,
+    params: dict,
+    inputs: list[str],
+    root: str | os.PathLike | None,
+    manifest_dir: str | os.PathLike,
+    schema: pa.Schema,
+    extra: dict | None = None,
+) -> dict:
+    """Return the `_manifest.json` content of a new manifest.
+
+    `root` is stored relative to the manifest directory when possible, so a manifest moved together
+    with its data stays valid; `Manifest.open(..., root=...)` overrides it when only the data moved.
+    """
+    stored_root = None
+    if root is not None:
+        root_abs = os.path.abspath(os.fspath(root))
+        stored_root = Path(os.path.relpath(root_abs, os.path.abspath(os.fspath(manifest_dir)))).as_posix()
+    meta = {
+        "kind": kind,
+        "schema_version": SCHEMA_VERSION,
+        "stage": stage,
+        "params": params,
+        "inputs": [os.fspath(i) for i in inputs],
+        "root": stored_root,
+        "root_absolute": os.path.abspath(os.fspath(root)) if root is not None else None,
+        "package_version": package_version(),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "schema": schema_to_json(schema),
+    }
+    meta.update(extra or {})
+    return meta
+
+
+@dataclass
+class Manifest:
+    """An opened manifest directory. Only complete parts (those with a stats file) are ever read."""
+
+    path: Path
+    meta: dict
+    root: str | None
+    _parts: list[int] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, root: str | os.PathLike | None = None) -> "Manifest":
+        path = Path(path)
+        meta_path = path / MANIFEST_FILE
+        if not path.is_dir():
+            raise ManifestError(f"{path} is not a directory")
+        if not meta_path.is_file():
+            raise ManifestError(f"{path} is not a manifest: no {MANIFEST_FILE}")
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ManifestError(f"{meta_path} is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict) or "schema_version" not in meta:
+            raise ManifestError(f"{meta_path} has no schema_version")
+        if meta["schema_version"] != SCHEMA_VERSION:
+            raise ManifestError(
+                f"{path} has schema_version {meta['schema_version']}, this vidrd reads {SCHEMA_VERSION}"
+            )
+        if root is None and meta.get("root") is not None:
+            candidate = os.path.normpath(os.path.join(os.path.abspath(path), meta["root"]))
+            root = candidate if os.path.isdir(candidate) else meta.get("root_absolute") or candidate
+        manifest = cls(path=path, meta=meta, root=os.fspath(root) if root is not None else None)
+        manifest._parts = manifest.complete_parts()
+        return manifest
+
+    def complete_parts(self) -> list[int]:
+        """Return the indices of parts whose stats file exists, i.e. that were fully written."""
+        indices = []
+        for entry in os.scandir(self.path):
+            m = PART_RE.match(entry.name)
+            if m and (self.path / stats_name(int(m.group(1)))).is_file():
+                indices.append(int(m.group(1)))
+        return sorted(indices)
+
+    @property
+    def parts(self) -> list[int]:
+        return list(self._parts)
+
+    def part_path(self, index: int) -> Path:
+        return self.path / part_name(index)
+
+    def stats(self) -> list[dict]:
+        return [json.loads((self.path / stats_name(i)).read_text(encoding="utf-8")) for i in self._parts]
+
+    def schema(self) -> pa.Schema:
+        if self._parts:
+            return pq.read_schema(self.part_path(self._parts[0]))
+        return schema_from_json(self.meta["schema"])
+
+    def read(self, columns: list[str] | None = None, status: str | None = None) -> pa.Table:
+        """Return all complete parts as one table (optionally only some columns, or one status)."""
+        tables = list(self.iter_parts(columns=columns, status=status))
+        if not tables:
+            return self.schema().empty_table() if columns is None else self.schema().empty_table().select(columns)
+        return pa.concat_tables(tables)
+
+    def iter_parts(self, columns: list[str] | None = None, status: str | None = None) -> Iterator[pa.Table]:
+        read_cols = columns
+        if status is not None and columns is not None and "status" not in columns:
+            read_cols = [*columns, "status"]
+        for i in self._parts:
+            table = pq.read_table(self.part_path(i), columns=read_cols)
+            if status is not None:
+                table = table.filter(pc.equal(table.column("status"), status))
+                if columns is not None:
+                    table = table.select(columns)
+            yield table
+
+    def resolve(self, path: str | None) -> str | None:
+        return resolve(path, self.root)
+
+    def inputs(self) -> pa.Table | None:
+        p = self.path / INPUTS_FILE
+        return pq.read_table(p) if p.is_file() else None
+
+
+
+
+def is_manifest(path: str | os.PathLike) -> bool:
+    return (Path(path) / MANIFEST_FILE).is_file()
+

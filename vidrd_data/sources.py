@@ -1,0 +1,170 @@
+"""Readers that turn what users have on disk into a stage's input rows (a pyarrow table).
+
+Every reader returns one row per input sample with `source_path` (stored relative to the run's root
+when inside it), `source_dataset`, and where known `caption`, `caption_source` and `label`; any other
+columns of an input table are carried through to the output manifest. Rows with missing values are
+kept: the stage turns them into `failed` rows with a reason rather than dropping them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from vidrd_data import manifest as mf
+from vidrd_data.video_io import VIDEO_EXTENSIONS
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class InputError(Exception):
+    """The input cannot be read at all (missing file, unknown format, missing column)."""
+
+
+def read_table(path: str | os.PathLike) -> pa.Table:
+    """Read a CSV, TSV, JSONL or Parquet table (by extension)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input table not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pacsv.read_csv(path)
+        if suffix == ".tsv":
+            return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter="\t"))
+        if suffix in (".jsonl", ".json", ".ndjson"):
+            return pajson.read_json(path)
+        if suffix in (".parquet", ".pq"):
+            return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    raise InputError(f"unknown table format {suffix!r} for {path} (use .csv, .tsv, .jsonl or .parquet)")
+
+
+def _as_string(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+
+
+def _store_paths(paths: list[str | None], base: Path, root: Path) -> list[str | None]:
+    """Resolve paths relative to `base` and store them relative to `root`."""
+    out = []
+    for p in paths:
+        if p is None or p == "":
+            out.append(None)
+        elif mf.is_uri(p):
+            out.append(p)
+        else:
+            out.append(mf.relativize(p if os.path.isabs(p) else base / p, root))
+    return out
+
+
+def caption_table(
+    table_path: str | os.PathLike,
+    *,
+    path_col: str,
+    caption_col: str | None = "caption",
+    label_col: str | None = None,
+    root: str | os.PathLike | None = None,
+    source_dataset: str | None = None,
+) -> tuple[pa.Table, Path]:
+    """Read a table of media paths (+ captions/labels); return input rows and the root they are stored against.
+
+    Paths are taken relative to `root` when given, else relative to the table's own directory.
+    """
+    table_path = Path(table_path)
+    table = read_table(table_path)
+    for col in (path_col, caption_col, label_col):
+        if col is not None and col not in table.column_names:
+            raise InputError(f"{table_path} has no column {col!r} (columns: {', '.join(table.column_names)})")
+    base = Path(root) if root is not None else table_path.parent
+    root_path = base.resolve()
+    rows = {
+        "source_path": _store_paths(_as_string(table[path_col]).to_pylist(), base.resolve(), root_path),
+        "source_dataset": [source_dataset or table_path.stem] * table.num_rows,
+    }
+    if caption_col is not None:
+        rows["caption"] = _as_string(table[caption_col]).to_pylist()
+        rows["caption_source"] = ["original"] * table.num_rows
+    if label_col is not None:
+        rows["label"] = _as_string(table[label_col]).to_pylist()
+    out = pa.table(rows)
+    used = {path_col, caption_col, label_col} | set(out.column_names)
+    for name in table.column_names:
+        if name not in used and name not in mf.BASE_COLUMNS:
+            out = out.append_column(name, table[name])
+    return out, root_path
+
+
+def image_folder(folder: str | os.PathLike, *, source_dataset: str | None = None) -> tuple[pa.Table, Path]:
+    """Return every image under `folder` (recursive, sorted) with the caption of its sidecar `.txt` file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"image folder not found: {folder}")
+    root = folder.resolve()
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not images:
+        raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
+    captions = []
+    for p in images:
+        sidecar = p.with_suffix(".txt")
+        captions.append(sidecar.read_text(encoding="utf-8", errors="replace").strip() if sidecar.is_file() else None)
+    return (
+        pa.table(
+            {
+                "source_path": [p.relative_to(root).as_posix() for p in images],
+                "source_dataset": [source_dataset or folder.name] * len(images),
+                "caption": captions,
+                "caption_source": ["original"] * len(images),
+            }
+        ),
+        root,
+    )
+
+
+def humanize_label(label: str) -> str:
+    """Return a class label as words: `ApplyEyeMakeup` → `apply eye makeup`, `playing_guitar` → `playing guitar`."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", label.replace("_", " "))
+    return " ".join(words.split()).lower()
+
+
+def video_folder(
+    folder: str | os.PathLike, *, layout: str = "flat", source_dataset: str | None = None
+) -> tuple[pa.Table, Path]:
+    """Return every video under `folder` (recursive, sorted).
+
+    `layout="action"` reads `ROOT/ClassName/video.ext` (UCF-101, Kinetics): the folder name is the label.
+    """
+    if layout not in ("flat", "action"):
+        raise InputError(f"unknown layout {layout!r} (use flat or action)")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"video folder not found: {folder}")
+    root = folder.resolve()
+    videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+    if not videos:
+        raise InputError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {folder}")
+    rel = [p.relative_to(root) for p in videos]
+    cols = {
+        "source_path": [r.as_posix() for r in rel],
+        "source_dataset": [source_dataset or folder.name] * len(videos),
+    }
+    if layout == "action":
+        cols["label"] = [r.parts[0] if len(r.parts) > 1 else None for r in rel]
+    return pa.table(cols), root
+
+
+def manifest_rows(path: str | os.PathLike, *, kind: str | None = None, root=None) -> tuple[pa.Table, Path | None]:
+    """Return the ok rows of an existing manifest (optionally one kind) as input rows, paths kept as stored."""
+    m = mf.Manifest.open(path, root=root)
+    table = m.read(status="ok")
+    if kind is not None:
+        table = table.filter(pc.equal(table["kind"], kind))
+    drop = [c for c in ("status", "error", "input_row", "sample_id") if c in table.column_names]
+    return table.drop_columns(drop), Path(m.root) if m.root else None

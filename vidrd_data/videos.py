@@ -1,0 +1,45 @@
+"""The `videos` stage: video files → one `video_clip` row per video spanning the whole file, with probe metadata.
+
+Action-recognition layouts give a label; its words become the caption (`caption_source=label`) until a
+captioning stage replaces them.
+"""
+
+from __future__ import annotations
+
+from vidrd_data.manifest import make_sample_id
+from vidrd_data.runner import Stage
+from vidrd_data.sources import humanize_label
+from vidrd_data.video_io import probe
+
+
+class VideoIndex(Stage):
+    name = "videos"
+    kind = "video_clip"
+
+    def process(self, row: dict) -> list[dict]:
+        if not row.get("source_path"):
+            raise ValueError("no video path")
+        info = probe(self.resolve(row["source_path"]))
+        label = row.get("label")
+        caption, caption_source = row.get("caption"), row.get("caption_source")
+        if not caption and label:
+            caption, caption_source = humanize_label(label), "label"
+        return [
+            {
+                "sample_id": make_sample_id(self.kind, row.get("source_dataset"), row["source_path"], [0, info.num_frames]),
+                "kind": self.kind,
+                "source_path": row["source_path"],
+                "caption": caption,
+                "caption_source": caption_source,
+                "label": label,
+                "start_time": 0.0,
+                "end_time": info.duration,
+                "start_frame": 0,
+                "end_frame": info.num_frames,
+                "fps": info.fps,
+                "num_frames": info.num_frames,
+                "width": info.width,
+                "height": info.height,
+                "source_duration": info.duration,
+            }
+        ]
