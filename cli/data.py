@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -266,14 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="vidrd-data", standalone_mode=False)
-        return 0
-    except click.exceptions.Exit as exc:
+        code = command.main(args=argv, prog_name="vidrd-data", standalone_mode=False)
+        return code if isinstance(code, int) else 0  # without standalone mode, Exit(n) comes back as n
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         _error("aborted")
         return 130
-    except click.ClickException as exc:
+    except typer.TyperException as exc:  # typer's (vendored click) usage errors: bad option, missing argument
         _error(exc.format_message())
         return 2
     except (UsageProblem, InputError, ManifestError, RunnerError, FileNotFoundError, NotADirectoryError) as exc:

@@ -52,6 +52,8 @@ def test_sample_id_is_deterministic_and_depends_on_kind_source_and_span():
         mf.make_sample_id("video_clip", "ucf", "a/b.mp4", [16, 32]),
     }
     assert a not in others and len(others) == 4
+    captions = {mf.make_sample_id("image", "coco", "1.jpg", variant=c) for c in ("a dog", "a brown dog")}
+    assert len(captions) == 2
 
 
 def test_paths_are_stored_relative_to_root_and_uris_kept(tmp_path):

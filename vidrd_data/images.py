@@ -25,6 +25,10 @@ class ImageIngest(Stage):
     name = "images"
     kind = "image"
 
+    def input_sample_id(self, row: dict) -> str:
+        source = row.get("source_path") or f"input:{row['input_row']}"
+        return make_sample_id(self.kind, row.get("source_dataset"), source, variant=(row.get("caption") or "").strip())
+
     def process(self, row: dict) -> list[dict]:
         if not row.get("source_path"):
             raise ValueError("no image path")
@@ -34,7 +38,7 @@ class ImageIngest(Stage):
         image = open_image(self.resolve(row["source_path"]))
         return [
             {
-                "sample_id": make_sample_id(self.kind, row.get("source_dataset"), row["source_path"]),
+                "sample_id": self.input_sample_id(row),
                 "kind": self.kind,
                 "source_path": row["source_path"],
                 "caption": caption,

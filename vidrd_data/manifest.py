@@ -72,15 +72,20 @@ class ManifestError(Exception):
 # ---------------------------------------------------------------- ids and paths
 
 
-def make_sample_id(kind: str, source_dataset: str | None, source: str | None, span: Any = None) -> str:
+def make_sample_id(
+    kind: str, source_dataset: str | None, source: str | None, span: Any = None, variant: str | None = None
+) -> str:
     """Return a 20-hex-digit id that depends only on what the sample is, never on when it was made.
 
     `source` is the stored (root-relative) path or any stable key (e.g. `shard.tar#key`); `span` is
     whatever pins the sample inside its source (a `(start_frame, end_frame)` pair, times in seconds
-    rounded by the caller, or None for the whole source).
+    rounded by the caller, or None for the whole source); `variant` tells apart samples that share
+    source and span (one image with several captions, as COCO has).
     """
-    text = "\x1f".join([kind, source_dataset or "", source or "", json.dumps(span, sort_keys=True)])
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=10).hexdigest()
+    parts = [kind, source_dataset or "", source or "", json.dumps(span, sort_keys=True)]
+    if variant is not None:
+        parts.append(variant)
+    return hashlib.blake2b("\x1f".join(parts).encode("utf-8"), digest_size=10).hexdigest()
 
 
 def is_uri(path: str) -> bool:

@@ -60,6 +60,12 @@ class Stage:
     def resolve(self, path: str | None) -> str | None:
         return mf.resolve(path, self.root)
 
+    def input_sample_id(self, row: dict) -> str:
+        """Return the id of the failed row that stands for an input; a stage whose one-sample-per-input ids
+        carry more than the source (e.g. the caption) overrides it, so a retried row keeps its id."""
+        source = row.get("source_path") or f"input:{row['input_row']}"
+        return mf.make_sample_id(self.kind, row.get("source_dataset"), source)
+
 
 def stage_class(name: str) -> type[Stage]:
     """Return the class of a built-in stage (`images`, …) or of a plug-in named `package.module:Class`."""
@@ -84,13 +90,10 @@ def stage_class(name: str) -> type[Stage]:
 
 
 def failed_row(stage: Stage, row: dict, error: str) -> dict:
-    source = row.get("source_path")
     return {
-        "sample_id": mf.make_sample_id(
-            stage.kind, row.get("source_dataset"), source if source else f"input:{row['input_row']}"
-        ),
+        "sample_id": stage.input_sample_id(row),
         "kind": stage.kind,
-        "source_path": source,
+        "source_path": row.get("source_path"),
         "source_dataset": row.get("source_dataset"),
         "caption": row.get("caption"),
         "caption_source": row.get("caption_source"),

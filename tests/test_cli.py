@@ -1,0 +1,147 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cli.data import main
+from vidrd_data import manifest as mf
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def built(image_set, tmp_path, capsys):
+    out = tmp_path / "m"
+    code, stdout, _ = _run(capsys, "images", str(image_set), "--out", str(out), "--no-progress", "--shard-size", "5")
+    assert code == 0 and "12 ok" in stdout and "2 failed" in stdout
+    return out
+
+
+def _one_line_error(code, err, expected_code=2):
+    assert code == expected_code
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("vidrd-data: ") and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["images", "/no/such/list.csv", "--out", "{tmp}/o"], "not found"),
+        (["images", "{tmp}/list.txt", "--out", "{tmp}/o"], "unknown table format"),
+        (["images", "{tmp}/bad.csv", "--out", "{tmp}/o"], "no column 'image'"),
+        (["images", "{tmp}/bad.csv", "--out", "{tmp}/o", "--workers", "0"], "no column"),
+        (["videos", "{tmp}", "--out", "{tmp}/o"], "no videos"),
+        (["videos", "{tmp}", "--out", "{tmp}/o", "--layout", "sideways"], "unknown layout"),
+        (["inspect", "{tmp}"], "not a manifest"),
+        (["validate", "/no/such/dir"], "not a directory"),
+        (["retry", "{tmp}"], "not a manifest"),
+        (["images"], "Missing argument"),
+        (["images", "x", "--out", "o", "--shard-size", "many"], "--shard-size"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_bad_input_gets_one_line_and_exit_status_2(capsys, tmp_path, argv, needle):
+    (tmp_path / "list.txt").write_text("a b c\n")
+    (tmp_path / "bad.csv").write_text("path,text\na.jpg,hello\n")
+    code, _, err = _run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert needle in _one_line_error(code, err)
+
+
+def test_zero_workers_is_refused(capsys, image_set, tmp_path):
+    code, _, err = _run(capsys, "images", str(image_set), "--out", str(tmp_path / "o"), "--workers", "0")
+    assert "--workers must be" in _one_line_error(code, err)
+
+
+def test_inspect_json_reports_counts_and_failures(built, capsys):
+    code, stdout, _ = _run(capsys, "inspect", str(built), "--json")
+    info = json.loads(stdout)
+    assert code == 0
+    assert info["rows"] == 14 and info["by_status"] == {"ok": 12, "failed": 2}
+    assert info["by_kind"] == {"image": 14} and info["by_source_dataset"] == {"captions": 14}
+    assert sum(info["top_failure_reasons"].values()) == 2
+    assert info["caption_words"]["min"] == 3 and info["caption_words"]["max"] == 3
+    assert [c["name"] for c in info["schema"]][:3] == ["sample_id", "kind", "source_path"]
+    assert len(info["sample_rows"]) == 3
+
+
+def test_inspect_prints_tables_and_writes_a_contact_sheet(built, capsys, tmp_path):
+    sheet = tmp_path / "sheet.png"
+    code, stdout, _ = _run(capsys, "inspect", str(built), "--sheet", str(sheet))
+    assert code == 0 and "by status" in stdout and "contact sheet" in stdout
+    from PIL import Image
+
+    with Image.open(sheet) as img:
+        assert img.width > 0 and img.height >= 8 * 128
+
+
+def test_validate_passes_a_good_manifest(built, capsys):
+    code, stdout, _ = _run(capsys, "validate", str(built))
+    assert code == 0 and "valid" in stdout
+
+
+def test_validate_lists_each_problem_of_a_hand_broken_manifest(built, capsys, image_set):
+    import pyarrow.parquet as pq
+
+    part = built / mf.part_name(0)
+    table = pq.read_table(part)
+    ids = table["sample_id"].to_pylist()
+    ids[1] = ids[0]  # a duplicate id
+    status = table["status"].to_pylist()
+    status[2] = "maybe"  # an unknown status
+    table = table.set_column(0, "sample_id", __import__("pyarrow").array(ids)).set_column(
+        table.schema.get_field_index("status"), "status", __import__("pyarrow").array(status)
+    )
+    pq.write_table(table, part)
+    (image_set.parent / "im05.png").unlink()  # a source that no longer exists
+    code, stdout, _ = _run(capsys, "validate", str(built))
+    assert code == 1, stdout
+    assert "duplicate sample_id" in stdout and "unknown status 'maybe'" in stdout and "source file missing" in stdout
+
+
+def test_validate_flags_a_span_past_the_source_duration(built, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    part = built / mf.part_name(0)
+    table = pq.read_table(part)
+    n = table.num_rows
+    for name, value in (("start_time", 0.0), ("end_time", 9.0), ("source_duration", 5.0)):
+        i = table.schema.get_field_index(name)
+        table = table.set_column(i, name, pa.array([value] * n, pa.float64()))
+    pq.write_table(table, part)
+    code, stdout, _ = _run(capsys, "validate", str(built))
+    assert code == 1 and "after the source's 5.000 s" in stdout
+
+
+def test_validate_of_a_non_manifest_exits_2_in_one_line(capsys, tmp_path):
+    code, _, err = _run(capsys, "validate", str(tmp_path))
+    assert "not a manifest" in _one_line_error(code, err)
+
+
+def test_malformed_manifest_json_exits_2(built, capsys):
+    (built / "_manifest.json").write_text("{")
+    code, _, err = _run(capsys, "inspect", str(built))
+    assert "not valid JSON" in _one_line_error(code, err)
+
+
+def test_retry_cli_recovers_a_fixed_row(built, capsys, image_set):
+    shutil.copy(image_set.parent / "im01.png", image_set.parent / "gone.png")
+    code, stdout, _ = _run(capsys, "retry", str(built), "--no-progress")
+    assert code == 0 and "13 ok" in stdout and "1 failed" in stdout  # the empty caption stays failed
+
+
+def test_installed_entry_point_exits_2_without_traceback(tmp_path):
+    exe = shutil.which("vidrd-data", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert exe, "vidrd-data is not installed in this environment"
+    proc = subprocess.run([exe, "inspect", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    proc = subprocess.run([exe, "--debug", "inspect", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from tests.conftest import shared_video
+from vidrd_data import manifest as mf
+from vidrd_data import sources, video_io
+from vidrd_data.runner import run_stage
+
+
+def test_probe_counter_clip_has_exact_frames_and_timestamps():
+    info = video_io.probe(shared_video("counter.mp4"))
+    assert (info.num_frames, info.fps, info.width, info.height) == (30, 10.0, 1920, 1080)
+    assert info.duration == pytest.approx(3.0, abs=1e-3)
+    assert np.allclose(info.timestamps, np.arange(30) / 10, atol=1e-3)  # PTS of frame k is (k-1)/10 s
+
+
+@pytest.mark.parametrize("name", ["counter.mp4", "issue-134-rotate.mp4", "fades.mp4"])
+def test_decord_and_pyav_agree_on_probe_and_frames(name):
+    path = str(shared_video(name))
+    a, b = video_io._probe_decord(path), video_io._probe_pyav(path)
+    assert (a.num_frames, a.width, a.height, a.rotation) == (b.num_frames, b.width, b.height, b.rotation)
+    assert a.duration == pytest.approx(b.duration, abs=0.02) and a.fps == pytest.approx(b.fps, rel=1e-3)
+    times = np.array([0.0, a.duration / 3, a.duration - 0.05])
+    fa, fb = video_io.read_frames(path, times), video_io._read_frames_pyav(path, times)
+    assert fa.shape == fb.shape
+    assert np.abs(fa.astype(int) - fb.astype(int)).mean() < 2.0  # same frames (decoders may round differently)
+
+
+def test_rotation_metadata_gives_upright_frames():
+    path = str(shared_video("issue-134-rotate.mp4"))
+    info = video_io.probe(path)
+    assert info.rotation in (90, -90, 270) and (info.width, info.height) == (544, 1280)
+    assert video_io.read_frames(path, [1.0]).shape == (1, 1280, 544, 3)
+
+
+def test_read_frames_picks_the_frame_shown_at_each_time():
+    path = str(shared_video("counter.mp4"))
+    frames = video_io.read_frames(path, [0.0, 0.05, 0.1, 1.0, 2.95])
+    assert np.array_equal(frames[0], frames[1]) and not np.array_equal(frames[1], frames[2])
+    again = video_io._read_frames_pyav(path, np.array([1.0, 0.0]))
+    assert np.abs(again[1].astype(int) - frames[0]).mean() < 2 and np.abs(again[0].astype(int) - frames[3]).mean() < 2
+
+
+def test_write_mp4_roundtrips_through_both_decoders(tmp_path):
+    yy, xx = np.mgrid[:32, :48]
+    smooth = np.stack([xx * 5, yy * 7, np.full_like(xx, 90)], -1).astype(np.uint8)  # chroma-subsampling friendly
+    frames = np.repeat(smooth[None], 12, axis=0)
+    frames[6:] = 255 - frames[6:]
+    video_io.write_mp4(tmp_path / "x.mp4", frames, fps=6)
+    info = video_io.probe(tmp_path / "x.mp4")
+    assert (info.num_frames, info.width, info.height) == (12, 48, 32)
+    assert info.duration == pytest.approx(2.0, abs=1e-3) and info.fps == pytest.approx(6.0)
+    back = video_io.read_frames(tmp_path / "x.mp4", [0.1, 1.5])
+    assert np.abs(back[0].astype(int) - frames[0]).mean() < 6 and np.abs(back[1].astype(int) - frames[9]).mean() < 6
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_write_mp4_refuses_odd_sizes(tmp_path):
+    with pytest.raises(ValueError, match="even"):
+        video_io.write_mp4(tmp_path / "x.mp4", np.zeros((2, 31, 48, 3), np.uint8), fps=6)
+
+
+def test_probe_of_garbage_raises_a_video_error(tmp_path):
+    (tmp_path / "bad.mp4").write_bytes(b"not a video at all" * 100)
+    with pytest.raises(video_io.VideoError):
+        video_io.probe(tmp_path / "bad.mp4")
+
+
+def test_videos_stage_labels_action_layout_and_fails_broken_files(tmp_path):
+    root = tmp_path / "ucf"
+    for cls in ("ApplyEyeMakeup", "playing_guitar"):
+        video_io.write_mp4(root / cls / f"v_{cls}_g01_c01.mp4", np.zeros((8, 16, 16, 3), np.uint8), fps=8)
+    (root / "Broken").mkdir()
+    (root / "Broken" / "v_Broken_g01_c01.avi").write_bytes(b"\x00" * 64)
+    table, base = sources.video_folder(root, layout="action")
+    run_stage("videos", {}, table, tmp_path / "m", root=base, input_desc=["ucf"], progress=False)
+    rows = {r["label"]: r for r in mf.Manifest.open(tmp_path / "m").read().to_pylist()}
+    assert rows["ApplyEyeMakeup"]["caption"] == "apply eye makeup" and rows["ApplyEyeMakeup"]["caption_source"] == "label"
+    assert rows["playing_guitar"]["caption"] == "playing guitar"
+    assert rows["playing_guitar"]["num_frames"] == 8 and rows["playing_guitar"]["end_time"] == pytest.approx(1.0)
+    assert rows["Broken"]["status"] == "failed" and "VideoError" in rows["Broken"]["error"]
+
+
+def test_humanize_label_handles_ucf_and_kinetics_names():
+    assert sources.humanize_label("YoYo") == "yo yo"
+    assert sources.humanize_label("PlayingDaf") == "playing daf"
+    assert sources.humanize_label("riding_a_bike") == "riding a bike"
+    assert sources.humanize_label("TaiChi") == "tai chi"
