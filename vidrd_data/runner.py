@@ -16,11 +16,10 @@ import os
 import queue
 import threading
 import time
-import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,6 +55,18 @@ class Stage:
 
     def process(self, row: dict) -> list[dict]:
         raise NotImplementedError
+
+    def process_many(self, rows: list[dict]) -> Iterator[tuple[dict, list[dict] | Exception]]:
+        """Yield each input row with its output rows, or the exception it raised, in input order.
+
+        Stages that batch or pipeline work across rows (decode ahead while a captioning model runs)
+        override this; the default calls `process` row by row.
+        """
+        for row in rows:
+            try:
+                yield row, self.process(dict(row))
+            except Exception as exc:  # noqa: BLE001 - any failure of one sample must not end the shard
+                yield row, exc
 
     def resolve(self, path: str | None) -> str | None:
         return mf.resolve(path, self.root)
@@ -103,16 +114,15 @@ def failed_row(stage: Stage, row: dict, error: str) -> dict:
     }
 
 
-def process_row(stage: Stage, row: dict, schema: pa.Schema) -> list[dict]:
-    """Return the output rows of one input row, never raising: errors become a failed row."""
-    try:
-        outputs = stage.process(dict(row))
-        if not outputs:
-            outputs = [failed_row(stage, row, "stage produced no samples")]
-    except Exception as exc:  # noqa: BLE001 - any failure of one sample must not end the shard
-        message = f"{type(exc).__name__}: {exc}".strip()
-        log.debug("row %s failed: %s", row.get("input_row"), traceback.format_exc())
-        outputs = [failed_row(stage, row, message)]
+def finish_rows(stage: Stage, row: dict, result: list[dict] | Exception, schema: pa.Schema) -> list[dict]:
+    """Return the complete output rows of one input row: an exception or no result becomes a failed row."""
+    if isinstance(result, Exception):
+        log.debug("row %s failed", row.get("input_row"), exc_info=result)
+        outputs = [failed_row(stage, row, f"{type(result).__name__}: {result}".strip())]
+    elif not result:
+        outputs = [failed_row(stage, row, "stage produced no samples")]
+    else:
+        outputs = result
     carried = [n for n in schema.names if n not in mf.BASE_COLUMNS and n in row]
     for out in outputs:
         out["input_row"] = row["input_row"]
@@ -192,8 +202,8 @@ def run_shard(task: ShardTask, report=None) -> dict:
         kept = [r for r in existing if r["input_row"] not in failed_inputs]
         todo = [r for r in task.rows if r["input_row"] in failed_inputs]
     outputs: list[dict] = []
-    for row in todo:
-        produced = process_row(stage, row, task.schema)
+    for row, result in stage.process_many([dict(r) for r in todo]):
+        produced = finish_rows(stage, row, result, task.schema)
         outputs.extend(produced)
         report(sum(r["status"] == "ok" for r in produced), sum(r["status"] != "ok" for r in produced))
     rows = sorted(kept + outputs, key=lambda r: r["input_row"])  # stable: keeps each input's sample order
