@@ -121,6 +121,96 @@ def videos(
     _run("videos", {}, table, base, [str(input)], out_dir, workers, shard_size, overwrite, progress)
 
 
+def _parse_pairs(text: str, option: str) -> dict[str, float]:
+    try:
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return {k.strip(): float(v) for k, v in pairs}
+    except ValueError:
+        raise UsageProblem(f"{option} takes name=weight pairs separated by commas, got {text!r}") from None
+
+
+def _parse_range(text: str, option: str) -> list[float]:
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise UsageProblem(f"{option} takes MIN,MAX, got {text!r}") from None
+    return [lo, hi]
+
+
+def _image_inputs(input: str, captions, image_col, caption_col, root, source_dataset):
+    """Read any image–text input: a manifest, a folder (+ captions table), tar shards, or a captions table."""
+    from vidrd_data import sources
+    from vidrd_data.manifest import is_manifest
+
+    path = Path(input)
+    if path.is_dir() and is_manifest(path):
+        table, base = sources.manifest_rows(path, kind="image", root=root)
+        if table.num_rows == 0:
+            raise UsageProblem(f"{path} has no ok rows of kind image")
+        return table, base
+    if path.is_dir() and not any(path.glob("*.tar")):
+        return sources.image_folder(path, source_dataset=source_dataset, captions=captions,
+                                    image_col=image_col, caption_col=caption_col)
+    if path.is_dir() or input.endswith(".tar") or any(c in input for c in "*?["):
+        return sources.webdataset_shards(input, source_dataset=source_dataset)
+    return sources.caption_table(path, path_col=image_col, caption_col=caption_col, root=root, source_dataset=source_dataset)
+
+
+@app.command("pseudo-video")
+def pseudo_video(
+    input: str = typer.Argument(..., help="A captions table, a folder of images, a glob of webdataset tars, or a manifest of image rows."),
+    out_dir: Path = OutOpt,
+    captions: Optional[Path] = typer.Option(None, "--captions", help="Captions table for a folder of images (instead of .txt sidecars)."),
+    image_col: str = typer.Option("image", "--image-col", help="Table column holding image paths."),
+    caption_col: str = typer.Option("caption", "--caption-col", help="Table column holding captions."),
+    root: Optional[Path] = RootOpt,
+    source_dataset: Optional[str] = typer.Option(None, "--source-dataset", help="Name recorded in source_dataset."),
+    size: int = typer.Option(256, "--size", help="Short side of the frames (even)."),
+    aspect: str = typer.Option("keep", "--aspect", help="keep (the image's aspect ratio) or square."),
+    frames: int = typer.Option(8, "--frames", help="Frames per pseudo-video (the released VidRD model uses 8)."),
+    fps: float = typer.Option(8.0, "--fps", help="Frame rate recorded for the pseudo-video."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the motion draws (same seed + input = same motion)."),
+    motion_probs: str = typer.Option("zoom_in=0.2,zoom_out=0.2,pan=0.25,diagonal_pan=0.15,zoom_pan=0.2", "--motion-probs", help="Relative weights of the motion types."),
+    zoom_range: str = typer.Option("1.15,1.5", "--zoom-range", help="MIN,MAX zoom factor."),
+    pan_range: str = typer.Option("0.1,0.25", "--pan-range", help="MIN,MAX pan distance as a fraction of the image."),
+    easing: str = typer.Option("ease_in_out", "--easing", help="ease_in_out or linear."),
+    min_side: int = typer.Option(256, "--min-side", help="Reject images whose short side is smaller."),
+    max_aspect: float = typer.Option(3.0, "--max-aspect", help="Reject images whose long/short side ratio is larger."),
+    min_caption_words: Optional[int] = typer.Option(None, "--min-caption-words", help="Reject shorter captions."),
+    max_caption_words: Optional[int] = typer.Option(None, "--max-caption-words", help="Reject longer captions."),
+    materialize: Optional[Path] = typer.Option(None, "--materialize", help="Also write each pseudo-video as an H.264 mp4 here."),
+    workers: int = WorkersOpt,
+    shard_size: int = ShardOpt,
+    overwrite: bool = OverwriteOpt,
+    progress: bool = ProgressOpt,
+) -> None:
+    """Image–text pairs → pseudo-videos: seeded camera motion over each still, stored lazily as motion parameters."""
+    from vidrd_data.pseudo_video import MotionConfig
+
+    if size < 16 or size % 2:
+        raise UsageProblem(f"--size must be an even number ≥ 16, got {size}")
+    if aspect not in ("keep", "square"):
+        raise UsageProblem(f"--aspect must be keep or square, got {aspect!r}")
+    if frames < 1 or fps <= 0:
+        raise UsageProblem(f"--frames must be ≥ 1 and --fps > 0, got {frames} and {fps}")
+    params = {
+        "size": size, "aspect": aspect, "frames": frames, "fps": fps, "seed": seed,
+        "motion_probs": _parse_pairs(motion_probs, "--motion-probs"),
+        "zoom_range": _parse_range(zoom_range, "--zoom-range"),
+        "pan_range": _parse_range(pan_range, "--pan-range"),
+        "easing": easing, "min_side": min_side, "max_aspect": max_aspect,
+        "min_caption_words": min_caption_words, "max_caption_words": max_caption_words,
+        "materialize": str(materialize.resolve()) if materialize else None,
+    }
+    try:
+        MotionConfig(probs=params["motion_probs"], zoom_range=tuple(params["zoom_range"]),
+                     pan_range=tuple(params["pan_range"]), easing=easing)
+    except ValueError as exc:
+        raise UsageProblem(str(exc)) from None
+    table, base = _image_inputs(input, captions, image_col, caption_col, root, source_dataset)
+    _run("pseudo-video", params, table, base, [input], out_dir, workers, shard_size, overwrite, progress)
+
+
 @app.command()
 def retry(
     manifest_dir: Path = typer.Argument(..., help="A finished manifest directory."),
@@ -234,13 +324,21 @@ def _run_demo(root: Path) -> None:
     from vidrd_data.sheet import contact_sheet
 
     manifests = root / "manifests"
+    built = []  # manifest names, in the order the stages ran
+
+    def stage(name: str, stage_name: str, params: dict, table, base, inputs: list[str]) -> None:
+        _run(stage_name, params, table, base, inputs, manifests / name, 1, 1000, True, False)
+        built.append(name)
+
     table, base = sources.caption_table(root / "images" / "captions.csv", path_col="image", source_dataset="demo_images")
-    _run("images", {}, table, base, ["images/captions.csv"], manifests / "images", 1, 1000, True, False)
+    stage("images", "images", {}, table, base, ["images/captions.csv"])
+    table, base = sources.manifest_rows(manifests / "images", kind="image")
+    stage("pseudo_videos", "pseudo-video", {"seed": 0}, table, base, ["manifests/images"])
     table, base = sources.video_folder(root / "actions", layout="action", source_dataset="demo_actions")
-    _run("videos", {}, table, base, ["actions"], manifests / "actions", 1, 1000, True, False)
+    stage("actions", "videos", {}, table, base, ["actions"])
     table, base = sources.video_folder(root / "long", source_dataset="demo_long")
-    _run("videos", {}, table, base, ["long"], manifests / "long", 1, 1000, True, False)
-    for name in ("images", "actions", "long"):
+    stage("long", "videos", {}, table, base, ["long"])
+    for name in built:
         m = Manifest.open(manifests / name)
         info = summarize(m, samples=0)
         problems = validate_manifest(m)

@@ -34,7 +34,9 @@ def test_demo_run_writes_valid_manifests_and_says_where(tmp_path, capsys):
     assert images.num_rows == 20 and images["status"].to_pylist().count("failed") == 2
     actions = mf.Manifest.open(tmp_path / "demo" / "manifests" / "actions").read().to_pylist()
     assert {r["label"] for r in actions} == {"BalloonRise", "PendulumSwing", "SquareSpin"}
-    for name in ("images", "actions", "long"):
+    pseudo = mf.Manifest.open(tmp_path / "demo" / "manifests" / "pseudo_videos").read().to_pylist()
+    assert len(pseudo) == 18 and all(r["status"] == "ok" and r["num_frames"] == 8 for r in pseudo)
+    for name in ("images", "pseudo_videos", "actions", "long"):
         assert (tmp_path / "demo" / "manifests" / f"{name}_sheet.png").is_file()
         assert main(["validate", str(tmp_path / "demo" / "manifests" / name)]) == 0
     models = tmp_path / "demo" / "models"

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # (file in skimage/data, caption we wrote for it)
 PHOTOS = [
-    ("astronaut.png", "an astronaut in a white space suit smiling in front of an american flag"),
+    ("astronaut.png", "an astronaut in an orange flight suit smiling in front of an american flag"),
     ("camera.png", "a black and white photo of a man standing behind a camera on a tripod"),
     ("chelsea.png", "a ginger tabby cat looking to the side"),
     ("coffee.png", "a cup of coffee on a saucer with a spoon, seen from above"),

@@ -34,6 +34,7 @@ SCHEMA_VERSION = 1
 MANIFEST_FILE = "_manifest.json"
 INPUTS_FILE = "_inputs.parquet"
 PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
+INPUT_ERROR = "_input_error"  # input column: why a source reader could not read a row (the row then fails)
 
 KINDS = ("image", "pseudo_video", "video_clip")
 STATUSES = ("ok", "failed")

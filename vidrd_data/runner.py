@@ -202,7 +202,11 @@ def run_shard(task: ShardTask, report=None) -> dict:
         kept = [r for r in existing if r["input_row"] not in failed_inputs]
         todo = [r for r in task.rows if r["input_row"] in failed_inputs]
     outputs: list[dict] = []
-    for row, result in stage.process_many([dict(r) for r in todo]):
+    # a source reader that could not read a row (bad bytes in a caption file, say) says why in `_input_error`
+    unreadable = [r for r in todo if r.get(mf.INPUT_ERROR)]
+    results = [(r, ValueError(r[mf.INPUT_ERROR])) for r in unreadable]
+    results += stage.process_many([dict(r) for r in todo if not r.get(mf.INPUT_ERROR)])
+    for row, result in results:
         produced = finish_rows(stage, row, result, task.schema)
         outputs.extend(produced)
         report(sum(r["status"] == "ok" for r in produced), sum(r["status"] != "ok" for r in produced))

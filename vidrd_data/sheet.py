@@ -25,6 +25,11 @@ def sample_frames(row: dict, m: mf.Manifest, n: int) -> list[np.ndarray]:
         start, end = row["start_time"] or 0.0, row["end_time"] or 0.0
         times = np.linspace(start, max(start, end - 1e-3), n)
         return list(read_frames(path, times))
+    if row["kind"] == "pseudo_video":
+        from vidrd_data.pseudo_video import render_row
+
+        video = render_row(row, path)
+        return list(video[np.linspace(0, len(video) - 1, min(n, len(video))).round().astype(int)])
     raise ValueError(f"no preview for kind {row['kind']!r}")
 
 
@@ -56,7 +61,12 @@ def contact_sheet(m: mf.Manifest, out_path: str, samples: int = 8, frames: int =
             draw.text((4, y + 4), f"cannot show: {exc}"[:80], fill=(200, 0, 0), font=font)
         for c, tile in enumerate(tiles[:frames]):
             sheet.paste(tile, (c * TILE, y))
-        caption = f"[{row['kind']}] {row.get('caption') or ''}"
+        kind = row["kind"]
+        if kind == "pseudo_video" and row.get("motion"):
+            from vidrd_data.pseudo_video import motion_summary
+
+            kind = f"pseudo_video: {motion_summary(row['motion'])}"
+        caption = f"[{kind}] {row.get('caption') or ''}"
         lines = textwrap.wrap(caption, width=max(20, TILE * frames // 7))[:3]
         draw.multiline_text((4, y + TILE + 2), "\n".join(lines), fill=(0, 0, 0), font=font, spacing=1)
     sheet.save(out_path)

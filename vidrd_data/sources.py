@@ -102,30 +102,124 @@ def caption_table(
     return out, root_path
 
 
-def image_folder(folder: str | os.PathLike, *, source_dataset: str | None = None) -> tuple[pa.Table, Path]:
-    """Return every image under `folder` (recursive, sorted) with the caption of its sidecar `.txt` file."""
+def _read_caption_file(path: Path) -> tuple[str | None, str | None]:
+    """Return (caption, error): a caption file that is not UTF-8 is an error for that row, not a guess."""
+    try:
+        return path.read_bytes().decode("utf-8").strip(), None
+    except UnicodeDecodeError as exc:
+        return None, f"caption file {path.name} is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+
+
+def _with_input_errors(columns: dict, errors: list[str | None]) -> dict:
+    if any(errors):
+        columns[mf.INPUT_ERROR] = errors
+    return columns
+
+
+def image_folder(
+    folder: str | os.PathLike, *, source_dataset: str | None = None, captions: str | os.PathLike | None = None,
+    image_col: str = "image", caption_col: str = "caption",
+) -> tuple[pa.Table, Path]:
+    """Return every image under `folder` (recursive, sorted) with the caption of its sidecar `.txt` file.
+
+    With `captions`, the captions come from that table instead (its paths relative to `folder`).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"image folder not found: {folder}")
+    if captions is not None:
+        return caption_table(captions, path_col=image_col, caption_col=caption_col, root=folder,
+                             source_dataset=source_dataset or folder.name)
     root = folder.resolve()
     images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not images:
         raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {folder}")
-    captions = []
+    captions_read, errors = [], []
     for p in images:
         sidecar = p.with_suffix(".txt")
-        captions.append(sidecar.read_text(encoding="utf-8", errors="replace").strip() if sidecar.is_file() else None)
-    return (
-        pa.table(
-            {
-                "source_path": [p.relative_to(root).as_posix() for p in images],
-                "source_dataset": [source_dataset or folder.name] * len(images),
-                "caption": captions,
-                "caption_source": ["original"] * len(images),
-            }
-        ),
-        root,
-    )
+        caption, error = _read_caption_file(sidecar) if sidecar.is_file() else (None, None)
+        captions_read.append(caption)
+        errors.append(error)
+    columns = {
+        "source_path": [p.relative_to(root).as_posix() for p in images],
+        "source_dataset": [source_dataset or folder.name] * len(images),
+        "caption": captions_read,
+        "caption_source": ["original"] * len(images),
+    }
+    return pa.table(_with_input_errors(columns, errors)), root
+
+
+def webdataset_shards(pattern: str, *, source_dataset: str | None = None) -> tuple[pa.Table, Path]:
+    """Return the image samples of webdataset / img2dataset tar shards (`KEY.jpg` + `KEY.txt` or `KEY.json`).
+
+    `pattern` is a glob (`shards/*.tar`), one tar, or a folder of tars. A shard's sibling Parquet file
+    (img2dataset writes `00000.parquet` beside `00000.tar`) contributes its `url` column by `key`.
+    Images are stored as `shard.tar#member` and read from the tar when the stage runs.
+    """
+    import glob
+    import json
+    import tarfile
+
+    p = Path(pattern)
+    tars = sorted(p.glob("*.tar")) if p.is_dir() else sorted(Path(t) for t in glob.glob(pattern))
+    if not tars:
+        raise InputError(f"no .tar shards match {pattern}")
+    root = Path(os.path.commonpath([str(t.resolve().parent) for t in tars]))
+    rows: dict[str, list] = {"source_path": [], "caption": [], "key": [], "url": [], mf.INPUT_ERROR: []}
+    for tar_path in tars:
+        urls = {}
+        sidecar = tar_path.with_suffix(".parquet")
+        if sidecar.is_file():
+            meta = pq.read_table(sidecar)
+            if "key" in meta.column_names and "url" in meta.column_names:
+                urls = dict(zip(_as_string(meta["key"]).to_pylist(), _as_string(meta["url"]).to_pylist()))
+        samples: dict[str, dict] = {}
+        try:
+            with tarfile.open(tar_path, "r") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    base = member.name.rsplit("/", 1)[-1]
+                    key = member.name[: len(member.name) - len(base)] + base.split(".", 1)[0]
+                    ext = "." + base.split(".", 1)[1].lower() if "." in base else ""
+                    sample = samples.setdefault(key, {})
+                    if ext in IMAGE_EXTENSIONS:
+                        sample["image"] = member.name
+                    elif ext in (".txt", ".json"):
+                        sample[ext] = tar.extractfile(member).read()
+        except (tarfile.TarError, OSError) as exc:
+            raise InputError(f"cannot read tar shard {tar_path}: {exc}") from None
+        stored = mf.relativize(tar_path, root)
+        for key in sorted(samples):
+            sample = samples[key]
+            if "image" not in sample:
+                continue
+            caption, error = None, None
+            try:
+                if ".txt" in sample:
+                    caption = sample[".txt"].decode("utf-8").strip()
+                elif ".json" in sample:
+                    caption = json.loads(sample[".json"].decode("utf-8")).get("caption")
+            except (UnicodeDecodeError, ValueError) as exc:
+                error = f"caption of {key} is not valid UTF-8 text/JSON ({exc.__class__.__name__})"
+            rows["source_path"].append(f"{stored}#{sample['image']}")
+            rows["caption"].append(caption)
+            rows["key"].append(key.rsplit("/", 1)[-1])
+            rows["url"].append(urls.get(key.rsplit("/", 1)[-1]))
+            rows[mf.INPUT_ERROR].append(error)
+    if not rows["source_path"]:
+        raise InputError(f"no image samples in {len(tars)} tar shard(s) matching {pattern}")
+    errors = rows.pop(mf.INPUT_ERROR)
+    n = len(rows["source_path"])
+    columns = {
+        "source_path": rows["source_path"],
+        "source_dataset": [source_dataset or root.name] * n,
+        "caption": rows["caption"],
+        "caption_source": ["original"] * n,
+        "key": rows["key"],
+        "url": rows["url"],
+    }
+    return pa.table(_with_input_errors(columns, errors)), root
 
 
 def humanize_label(label: str) -> str:

@@ -6,4 +6,5 @@ Stages are imported lazily (by "module:Class") so a worker only loads the librar
 STAGES = {
     "images": "vidrd_data.images:ImageIngest",
     "videos": "vidrd_data.videos:VideoIndex",
+    "pseudo-video": "vidrd_data.pseudo_video:PseudoVideo",
 }
