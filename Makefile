@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e ".[test,demo,bench]"
+	$(PY) -m pip install -e ".[test,demo,bench,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +24,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/vidrd-data demo $(DEMO_DIR) --run
+	$(VENV)/bin/vidrd-data build manifests/recipes/demo.toml --root $(DEMO_DIR) --out $(DEMO_DIR)/build --no-progress
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

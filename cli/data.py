@@ -57,6 +57,10 @@ def _run(stage: str, params: dict, table, root, inputs: list[str], out_dir: Path
     _print_summary(summary)
 
 
+def _run_job(job, out_dir: Path, workers: int, shard_size: int, overwrite: bool, progress: bool) -> None:
+    _run(job.stage, job.params, job.inputs, job.root, job.input_desc, out_dir, workers, shard_size, overwrite, progress)
+
+
 OutOpt = typer.Option(..., "--out", "-o", help="Manifest directory to write (resumed if it exists).")
 WorkersOpt = typer.Option(DEFAULT_WORKERS, "--workers", "-w", help="Worker processes.")
 ShardOpt = typer.Option(1000, "--shard-size", help="Input rows per shard (one Parquet part each).")
@@ -84,15 +88,10 @@ def images(
     progress: bool = ProgressOpt,
 ) -> None:
     """Image–text pairs → `kind=image` rows (each image decoded once to check it)."""
-    from vidrd_data import sources
+    from vidrd_data.images import prepare
 
-    if input.is_dir():
-        table, base = sources.image_folder(input, source_dataset=source_dataset)
-    else:
-        table, base = sources.caption_table(
-            input, path_col=image_col, caption_col=caption_col, root=root, source_dataset=source_dataset
-        )
-    _run("images", {}, table, base, [str(input)], out_dir, workers, shard_size, overwrite, progress)
+    job = prepare(str(input), image_col=image_col, caption_col=caption_col, root=root, source_dataset=source_dataset)
+    _run_job(job, out_dir, workers, shard_size, overwrite, progress)
 
 
 @app.command()
@@ -110,50 +109,105 @@ def videos(
     progress: bool = ProgressOpt,
 ) -> None:
     """Video files → one `video_clip` row per whole video, with probed duration, frames, fps and size."""
-    from vidrd_data import sources
+    from vidrd_data.videos import prepare
 
-    if input.is_dir():
-        table, base = sources.video_folder(input, layout=layout, source_dataset=source_dataset)
-    else:
-        table, base = sources.caption_table(
-            input, path_col=path_col, caption_col=None, label_col=label_col, root=root, source_dataset=source_dataset
-        )
-    _run("videos", {}, table, base, [str(input)], out_dir, workers, shard_size, overwrite, progress)
+    job = prepare(str(input), layout=layout, path_col=path_col, label_col=label_col, root=root,
+                  source_dataset=source_dataset)
+    _run_job(job, out_dir, workers, shard_size, overwrite, progress)
 
 
-def _parse_pairs(text: str, option: str) -> dict[str, float]:
-    try:
-        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
-        return {k.strip(): float(v) for k, v in pairs}
-    except ValueError:
-        raise UsageProblem(f"{option} takes name=weight pairs separated by commas, got {text!r}") from None
+@app.command()
+def caption(
+    input: Path = typer.Argument(..., help="A folder of videos, an action-dataset root, a CSV/Parquet list (path[,label][,start,end][,caption]) or a manifest."),
+    out_dir: Path = OutOpt,
+    blip2: str = typer.Option(..., "--blip2", help="BLIP-2 hub id (e.g. Salesforce/blip2-opt-2.7b) or local directory."),
+    layout: str = typer.Option("flat", "--layout", help="flat, or action: ROOT/ClassName/video.ext gives the label."),
+    split: Optional[str] = typer.Option(None, "--split", help="UCF-101 split file (trainlist0N.txt / testlist0N.txt), a path or a name inside INPUT; labels from classInd.txt beside it."),
+    path_col: str = typer.Option("path", "--path-col", help="List column holding video paths."),
+    root: Optional[Path] = RootOpt,
+    source_dataset: Optional[str] = typer.Option(None, "--source-dataset", help="Name recorded in source_dataset."),
+    clip_seconds: Optional[float] = typer.Option(None, "--clip-seconds", help="Clip length; default: the whole video up to --max-seconds."),
+    stride_seconds: Optional[float] = typer.Option(None, "--stride-seconds", help="Start of one clip to the next (default --clip-seconds)."),
+    max_seconds: float = typer.Option(10.0, "--max-seconds", help="Without --clip-seconds, longer videos are cut into windows this long."),
+    min_seconds: float = typer.Option(1.0, "--min-seconds", help="Skip clips shorter than this."),
+    frames: int = typer.Option(1, "--frames", help="Frames captioned per clip, evenly spaced (1: the middle frame)."),
+    frame_policy: str = typer.Option("middle", "--frame-policy", help="middle, longest (caption), or concat (unique captions)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help='Prompt template; may use {label}, e.g. "a video of {label},".'),
+    beams: int = typer.Option(5, "--beams", help="Beam search width."),
+    max_new_tokens: int = typer.Option(30, "--max-new-tokens", help="Longest caption, in tokens."),
+    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="> 1 discourages repeated words."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Frames per model call."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda or cuda:N."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."),
+    decode_threads: int = typer.Option(2, "--decode-threads", help="Threads decoding videos ahead of the model, per worker."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (each loads the model)."),
+    shard_size: int = ShardOpt,
+    overwrite: bool = OverwriteOpt,
+    progress: bool = ProgressOpt,
+) -> None:
+    """Videos → clips captioned by BLIP-2 (`caption_source=blip2`); decoding runs ahead of the model."""
+    from vidrd_data.caption import prepare
+
+    job = prepare(
+        str(input), blip2=blip2, layout=layout, split=split, path_col=path_col, root=root,
+        source_dataset=source_dataset, clip_seconds=clip_seconds, stride_seconds=stride_seconds,
+        max_seconds=max_seconds, min_seconds=min_seconds, frames=frames, frame_policy=frame_policy, prompt=prompt,
+        beams=beams, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
+        batch_size=batch_size, device=device, dtype=dtype, decode_threads=decode_threads,
+    )
+    _run_job(job, out_dir, workers, shard_size, overwrite, progress)
 
 
-def _parse_range(text: str, option: str) -> list[float]:
-    try:
-        lo, hi = (float(x) for x in text.split(","))
-    except ValueError:
-        raise UsageProblem(f"{option} takes MIN,MAX, got {text!r}") from None
-    return [lo, hi]
+@app.command()
+def segment(
+    input: Path = typer.Argument(..., help="A video file, a folder of videos, a CSV/Parquet list (path[,start,end][,caption]) or a manifest."),
+    out_dir: Path = OutOpt,
+    embedder: str = typer.Option("clip", "--embedder", help="clip (open_clip) or histogram (colour histograms, no weights)."),
+    clip: str = typer.Option("ViT-B-32", "--clip", help="open_clip model name."),
+    clip_pretrained: str = typer.Option("openai", "--clip-pretrained", help="open_clip pretrained tag."),
+    clip_config: Optional[Path] = typer.Option(None, "--clip-config", help="Local open_clip model-config JSON (offline use)."),
+    clip_checkpoint: Optional[Path] = typer.Option(None, "--clip-checkpoint", help="Local open_clip checkpoint for --clip-config."),
+    captioner: str = typer.Option("none", "--captioner", help="minigpt4, blip2 or none."),
+    minigpt4: Optional[Path] = typer.Option(None, "--minigpt4", help="minigpt4.json naming MiniGPT-4's three parts."),
+    blip2: Optional[str] = typer.Option(None, "--blip2", help="BLIP-2 hub id or directory, for --captioner blip2."),
+    caption_frames: int = typer.Option(1, "--caption-frames", help="Frames captioned per segment (1: the middle one)."),
+    caption_prompt: Optional[str] = typer.Option(None, "--caption-prompt", help="MiniGPT-4: the question; BLIP-2: the caption's start."),
+    caption_max_new_tokens: Optional[int] = typer.Option(None, "--caption-max-new-tokens", help="Longest caption, in tokens."),
+    sample_fps: float = typer.Option(2.0, "--sample-fps", help="Frames per second embedded."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Cut below this similarity of consecutive sampled frames (default: the embedder's)."),
+    frame_change: float = typer.Option(27.0, "--frame-change", help="A hard cut changes one frame by at least this much (HSV, PySceneDetect's scale)."),
+    min_shot_frames: int = typer.Option(15, "--min-shot-frames", help="Ignore a cut this few frames after the previous one."),
+    transition_threshold: Optional[float] = typer.Option(None, "--transition-threshold", help="Drop segments whose first and last frames are less similar."),
+    drop_static: bool = typer.Option(False, "--drop-static/--keep-static", help="Drop near-static segments."),
+    static_threshold: Optional[float] = typer.Option(None, "--static-threshold", help="Near-static: every frame at least this similar."),
+    min_seconds: float = typer.Option(0.5, "--min-seconds", help="Drop segments (and videos) shorter than this."),
+    max_seconds: float = typer.Option(60.0, "--max-seconds", help="Split longer segments evenly."),
+    trim: float = typer.Option(0.0, "--trim", help="Seconds trimmed off each end of a segment."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Frames per embedder call."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda or cuda:N."),
+    path_col: str = typer.Option("path", "--path-col", help="List column holding video paths."),
+    root: Optional[Path] = RootOpt,
+    source_dataset: Optional[str] = typer.Option(None, "--source-dataset", help="Name recorded in source_dataset."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (each loads the models)."),
+    shard_size: int = ShardOpt,
+    overwrite: bool = OverwriteOpt,
+    progress: bool = ProgressOpt,
+) -> None:
+    """Long videos → coherent segments cut by frame similarity (`video_clip` rows), optionally captioned."""
+    from vidrd_data.segment import prepare
 
-
-def _image_inputs(input: str, captions, image_col, caption_col, root, source_dataset):
-    """Read any image–text input: a manifest, a folder (+ captions table), tar shards, or a captions table."""
-    from vidrd_data import sources
-    from vidrd_data.manifest import is_manifest
-
-    path = Path(input)
-    if path.is_dir() and is_manifest(path):
-        table, base = sources.manifest_rows(path, kind="image", root=root)
-        if table.num_rows == 0:
-            raise UsageProblem(f"{path} has no ok rows of kind image")
-        return table, base
-    if path.is_dir() and not any(path.glob("*.tar")):
-        return sources.image_folder(path, source_dataset=source_dataset, captions=captions,
-                                    image_col=image_col, caption_col=caption_col)
-    if path.is_dir() or input.endswith(".tar") or any(c in input for c in "*?["):
-        return sources.webdataset_shards(input, source_dataset=source_dataset)
-    return sources.caption_table(path, path_col=image_col, caption_col=caption_col, root=root, source_dataset=source_dataset)
+    job = prepare(
+        str(input), path_col=path_col, root=root, source_dataset=source_dataset, embedder=embedder, clip=clip,
+        clip_pretrained=clip_pretrained, clip_config=str(clip_config) if clip_config else None,
+        clip_checkpoint=str(clip_checkpoint) if clip_checkpoint else None, captioner=captioner,
+        minigpt4=str(minigpt4) if minigpt4 else None, blip2=blip2, caption_frames=caption_frames,
+        caption_prompt=caption_prompt, caption_max_new_tokens=caption_max_new_tokens, sample_fps=sample_fps,
+        threshold=threshold, frame_change=frame_change, min_shot_frames=min_shot_frames,
+        transition_threshold=transition_threshold,
+        drop_static=drop_static, static_threshold=static_threshold, min_seconds=min_seconds, max_seconds=max_seconds,
+        trim=trim, batch_size=batch_size, device=device,
+    )
+    _run_job(job, out_dir, workers, shard_size, overwrite, progress)
 
 
 @app.command("pseudo-video")
@@ -185,30 +239,53 @@ def pseudo_video(
     progress: bool = ProgressOpt,
 ) -> None:
     """Image–text pairs → pseudo-videos: seeded camera motion over each still, stored lazily as motion parameters."""
-    from vidrd_data.pseudo_video import MotionConfig
+    from vidrd_data.pseudo_video import prepare
 
-    if size < 16 or size % 2:
-        raise UsageProblem(f"--size must be an even number ≥ 16, got {size}")
-    if aspect not in ("keep", "square"):
-        raise UsageProblem(f"--aspect must be keep or square, got {aspect!r}")
-    if frames < 1 or fps <= 0:
-        raise UsageProblem(f"--frames must be ≥ 1 and --fps > 0, got {frames} and {fps}")
-    params = {
-        "size": size, "aspect": aspect, "frames": frames, "fps": fps, "seed": seed,
-        "motion_probs": _parse_pairs(motion_probs, "--motion-probs"),
-        "zoom_range": _parse_range(zoom_range, "--zoom-range"),
-        "pan_range": _parse_range(pan_range, "--pan-range"),
-        "easing": easing, "min_side": min_side, "max_aspect": max_aspect,
-        "min_caption_words": min_caption_words, "max_caption_words": max_caption_words,
-        "materialize": str(materialize.resolve()) if materialize else None,
-    }
-    try:
-        MotionConfig(probs=params["motion_probs"], zoom_range=tuple(params["zoom_range"]),
-                     pan_range=tuple(params["pan_range"]), easing=easing)
-    except ValueError as exc:
-        raise UsageProblem(str(exc)) from None
-    table, base = _image_inputs(input, captions, image_col, caption_col, root, source_dataset)
-    _run("pseudo-video", params, table, base, [input], out_dir, workers, shard_size, overwrite, progress)
+    job = prepare(
+        input, captions=captions, image_col=image_col, caption_col=caption_col, root=root,
+        source_dataset=source_dataset, size=size, aspect=aspect, frames=frames, fps=fps, seed=seed,
+        motion_probs=motion_probs, zoom_range=zoom_range, pan_range=pan_range, easing=easing, min_side=min_side,
+        max_aspect=max_aspect, min_caption_words=min_caption_words, max_caption_words=max_caption_words,
+        materialize=str(materialize) if materialize else None,
+    )
+    _run_job(job, out_dir, workers, shard_size, overwrite, progress)
+
+
+@app.command()
+def build(
+    recipe: Path = typer.Argument(..., help="A recipe TOML (see manifests/recipes/)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Build directory: sources/NAME, mixed/, report.*"),
+    workers: int = WorkersOpt,
+    executor: str = typer.Option("local", "--executor", help="local (process pool) or ray (RAY_ADDRESS or a local cluster)."),
+    shard_index: Optional[int] = typer.Option(None, "--shard-index", help="Run only this slice of every stage (0-based)."),
+    num_shards: Optional[int] = typer.Option(None, "--num-shards", help="Number of slices (one per Slurm array job)."),
+    merge_only: bool = typer.Option(False, "--merge-only", help="Only mix finished sources (after all slices ran)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Override the recipe's root for relative paths."),
+    progress: bool = ProgressOpt,
+) -> None:
+    """Run every source of a recipe through its stage, then write one mixed training manifest and a build report."""
+    from vidrd_data.recipe import build as build_recipe
+    from vidrd_data.recipe import load_recipe
+
+    if (shard_index is None) != (num_shards is None):
+        raise UsageProblem("--shard-index and --num-shards go together")
+    if merge_only and shard_index is not None:
+        raise UsageProblem("--merge-only runs no slice; drop --shard-index/--num-shards")
+    _check_out(out_dir)
+    spec = load_recipe(recipe, root=root)
+    report = build_recipe(spec, out_dir, workers=workers, executor=executor, progress=progress,
+                          shard_index=shard_index, num_shards=num_shards, merge_only=merge_only)
+    if report is None:
+        out.print(f"slice {shard_index} of {num_shards} done; when every slice has finished, run the same command "
+                  "with --merge-only instead of --shard-index/--num-shards", markup=False)
+        return
+    splits = ", ".join(f"{k} {v}" for k, v in sorted(report["splits"].items()))
+    out.print(f"[bold]{report['mixed_manifest']}[/]: {report['rows']} rows ({splits}), "
+              f"{report['hours_total'] * 3600:.1f} s of video")
+    for name, s in report["sources"].items():
+        out.print(f"  {name}: {s['rows']} rows, {s['failed']} failed, {s['capped']} capped, "
+                  f"{s['duplicates']} duplicates, {s.get('near_duplicates', 0)} near-duplicates", markup=False)
+    out.print(f"report: {out_dir / 'report.md'}, {out_dir / 'report.json'}, {out_dir / 'report.png'}", markup=False)
 
 
 @app.command()
@@ -336,8 +413,32 @@ def _run_demo(root: Path) -> None:
     stage("pseudo_videos", "pseudo-video", {"seed": 0}, table, base, ["manifests/images"])
     table, base = sources.video_folder(root / "actions", layout="action", source_dataset="demo_actions")
     stage("actions", "videos", {}, table, base, ["actions"])
+    if (root / "models" / "blip2").is_dir():
+        from vidrd_data.caption import prepare as prepare_caption
+
+        job = prepare_caption(str(root / "actions"), blip2=str(root / "models" / "blip2"), split="trainlist01.txt",
+                              source_dataset="demo_actions", prompt="a video of {label},")
+        stage("actions_captioned", job.stage, job.params, job.inputs, job.root, ["actions", "--split trainlist01.txt"])
     table, base = sources.video_folder(root / "long", source_dataset="demo_long")
     stage("long", "videos", {}, table, base, ["long"])
+    if (root / "models" / "open_clip").is_dir() and (root / "models" / "minigpt4").is_dir():
+        from vidrd_data.segment import cut_scores, manifest_cuts
+        from vidrd_data.segment import prepare as prepare_segment
+
+        models = root / "models"
+        job = prepare_segment(
+            str(root / "long"), source_dataset="demo_long", embedder="clip",
+            clip_config=str(models / "open_clip" / "vidrd-tiny-ViT-16.json"),
+            clip_checkpoint=str(models / "open_clip" / "open_clip_pytorch_model.bin"),
+            threshold=0.99,  # the random tiny CLIP keeps even two different scenes above 0.99 similar
+            captioner="minigpt4", minigpt4=str(models / "minigpt4" / "minigpt4.json"),
+        )
+        stage("long_segments", job.stage, job.params, job.inputs, job.root, ["long", "--embedder clip --captioner minigpt4"])
+        found = manifest_cuts(Manifest.open(manifests / "long_segments").read().to_pylist())
+        for video, truth in json.loads((root / "long" / "cuts.json").read_text()).items():
+            s = cut_scores(found.get(video, []), truth["cuts_s"])
+            out.print(f"long_segments {video}: cut precision {s['precision']:.2f}, recall {s['recall']:.2f} "
+                      f"(±0.5 s, {s['tp']} of {len(truth['cuts_s'])} true cuts found, {s['fp']} false)", markup=False)
     for name in built:
         m = Manifest.open(manifests / name)
         info = summarize(m, samples=0)
@@ -356,6 +457,7 @@ def _run_demo(root: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the app; user errors become one line and exit status 2 (a traceback only with --debug)."""
     from vidrd_data.manifest import ManifestError
+    from vidrd_data.recipe import RecipeError
     from vidrd_data.runner import RunnerError
     from vidrd_data.sources import InputError
 
@@ -373,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     except typer.TyperException as exc:  # typer's (vendored click) usage errors: bad option, missing argument
         _error(exc.format_message())
         return 2
-    except (UsageProblem, InputError, ManifestError, RunnerError, FileNotFoundError, NotADirectoryError) as exc:
+    except (UsageProblem, InputError, ManifestError, RunnerError, RecipeError, FileNotFoundError, NotADirectoryError) as exc:
         if debug:
             raise
         _error(str(exc))

@@ -268,13 +268,13 @@ def test_a_manifest_of_image_rows_is_an_input(photo_set, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, needle",
     [
-        (["--size", "255"], "--size must be an even"),
-        (["--aspect", "wide"], "--aspect must be"),
+        (["--size", "255"], "size must be an even"),
+        (["--aspect", "wide"], "aspect must be"),
         (["--motion-probs", "spin=1"], "unknown motion"),
         (["--motion-probs", "zoom_in"], "name=weight"),
         (["--zoom-range", "0.5,2"], "zoom range"),
         (["--pan-range", "0.3"], "MIN,MAX"),
-        (["--frames", "0"], "--frames must be"),
+        (["--frames", "0"], "frames must be"),
     ],
 )
 def test_bad_options_exit_2_in_one_line(photo_set, tmp_path, capsys, extra, needle):

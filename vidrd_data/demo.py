@@ -185,30 +185,46 @@ def write_demo_corpus(out: str | Path, models: bool = True) -> dict:
         from vidrd_data.demo_models import write_tiny_models
 
         paths["models"] = write_tiny_models(out / "models")
-    (out / "recipe.toml").write_text(_recipe(out, paths))
+    (out / "recipe.toml").write_text(demo_recipe("."))
     return paths
 
 
-def _recipe(out: Path, paths: dict) -> str:
-    models = paths.get("models") or {}
-    lines = [
-        "# The demo corpus as a vidrd recipe. Paths are relative to this file.",
-        "[sources.images]",
-        'stage = "images"',
-        'input = "images/captions.csv"',
-        "",
-        "[sources.actions]",
-        'stage = "videos"',
-        'input = "actions"',
-        'layout = "action"',
-        "",
-        "[sources.long]",
-        'stage = "videos"',
-        'input = "long"',
-        "",
-        "[models]",
-    ]
-    for name, value in sorted(models.items()):
-        if isinstance(value, (str, Path)):
-            lines.append(f'{name} = "{Path(value).resolve().relative_to(out.resolve()).as_posix()}"')
-    return "\n".join(lines) + "\n"
+def demo_recipe(root: str) -> str:
+    """Return the demo corpus as a recipe whose relative paths start at `root` (relative to the recipe file).
+
+    `manifests/recipes/demo.toml` is this text with root `../../demo_out` (a test keeps them equal).
+    """
+    return f"""# The demo corpus (`vidrd-data demo`) as a recipe: the paper's three kinds of source in miniature.
+[recipe]
+name = "demo"
+root = "{root}"
+val_fraction = 0.2
+dedup = "exact"
+
+# image-text pairs -> pseudo-videos (seeded camera motion over each still)
+[sources.images]
+stage = "pseudo-video"
+input = "images/captions.csv"
+weight = 1.0
+seed = 0
+
+# short action clips (UCF-101 layout) -> one clip per video, labels as captions
+[sources.actions]
+stage = "videos"
+input = "actions"
+layout = "action"
+weight = 1.0
+
+# long videos -> whole videos (segmentation lands with the segment stage)
+[sources.long]
+stage = "videos"
+input = "long"
+weight = 0.5
+
+[models]
+blip2 = "models/blip2"
+open_clip_config = "models/open_clip/vidrd-tiny-ViT-16.json"
+open_clip_checkpoint = "models/open_clip/open_clip_pytorch_model.bin"
+minigpt4_config = "models/minigpt4/minigpt4.json"
+stable_diffusion = "models/stable_diffusion"
+"""

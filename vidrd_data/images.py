@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from vidrd_data.manifest import make_sample_id
-from vidrd_data.runner import Stage
+from vidrd_data.runner import Stage, StageJob
 
 TAR_MEMBER_SEP = "#"
 
@@ -118,3 +118,18 @@ class ImageIngest(Stage):
                 "height": image.height,
             }
         ]
+
+
+def prepare(
+    input: str, *, image_col: str = "image", caption_col: str = "caption", root: str | None = None,
+    source_dataset: str | None = None,
+) -> StageJob:
+    """Read the input of the `images` stage: a captions table or a folder of images with `.txt` sidecars."""
+    from vidrd_data import sources
+
+    if os.path.isdir(input):
+        table, base = sources.image_folder(input, source_dataset=source_dataset)
+    else:
+        table, base = sources.caption_table(input, path_col=image_col, caption_col=caption_col, root=root,
+                                            source_dataset=source_dataset)
+    return StageJob("images", {}, table, base, [str(input)])

@@ -22,7 +22,8 @@ from PIL import Image
 
 from vidrd_data.images import open_image
 from vidrd_data.manifest import make_sample_id
-from vidrd_data.runner import Stage
+from vidrd_data.sources import InputError
+from vidrd_data.runner import Stage, StageJob
 
 MOTIONS = ("zoom_in", "zoom_out", "pan", "diagonal_pan", "zoom_pan")
 EASINGS = ("ease_in_out", "linear")
@@ -280,3 +281,57 @@ def motion_summary(motion: dict) -> str:
     zoom = motion["start_box"][2] / motion["end_box"][2]
     return f"{motion['type']} (zoom ×{zoom:.2f})" if not math.isclose(zoom, 1.0) else motion["type"]
 
+
+
+def _pairs(value, name: str) -> dict[str, float]:
+    if isinstance(value, dict):
+        return {str(k): float(v) for k, v in value.items()}
+    try:
+        return {k.strip(): float(v) for k, v in (item.split("=", 1) for item in str(value).split(",") if item.strip())}
+    except ValueError:
+        raise InputError(f"{name} takes name=weight pairs separated by commas, got {value!r}") from None
+
+
+def _range(value, name: str) -> list[float]:
+    try:
+        lo, hi = (float(x) for x in (value.split(",") if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        raise InputError(f"{name} takes MIN,MAX, got {value!r}") from None
+    return [lo, hi]
+
+
+def prepare(
+    input: str, *, captions: str | None = None, image_col: str = "image", caption_col: str = "caption",
+    root: str | None = None, source_dataset: str | None = None, size: int = 256, aspect: str = "keep",
+    frames: int = 8, fps: float = 8.0, seed: int = 0,
+    motion_probs: str | dict = "zoom_in=0.2,zoom_out=0.2,pan=0.25,diagonal_pan=0.15,zoom_pan=0.2",
+    zoom_range: str | list = "1.15,1.5", pan_range: str | list = "0.1,0.25", easing: str = "ease_in_out",
+    min_side: int = 256, max_aspect: float = 3.0, min_caption_words: int | None = None,
+    max_caption_words: int | None = None, materialize: str | None = None,
+) -> StageJob:
+    """Check the pseudo-video options and read the input (table, folder, tar shards or image manifest)."""
+    import os
+
+    from vidrd_data.sources import image_inputs
+
+    if size < 16 or size % 2:
+        raise InputError(f"size must be an even number ≥ 16, got {size}")
+    if aspect not in ("keep", "square"):
+        raise InputError(f"aspect must be keep or square, got {aspect!r}")
+    if frames < 1 or fps <= 0:
+        raise InputError(f"frames must be ≥ 1 and fps > 0, got {frames} and {fps}")
+    params = {
+        "size": size, "aspect": aspect, "frames": frames, "fps": fps, "seed": seed,
+        "motion_probs": _pairs(motion_probs, "motion_probs"), "zoom_range": _range(zoom_range, "zoom_range"),
+        "pan_range": _range(pan_range, "pan_range"), "easing": easing, "min_side": min_side,
+        "max_aspect": max_aspect, "min_caption_words": min_caption_words, "max_caption_words": max_caption_words,
+        "materialize": os.path.abspath(materialize) if materialize else None,
+    }
+    try:
+        MotionConfig(probs=params["motion_probs"], zoom_range=tuple(params["zoom_range"]),
+                     pan_range=tuple(params["pan_range"]), easing=easing)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    table, base = image_inputs(str(input), captions=captions, image_col=image_col, caption_col=caption_col,
+                               root=root, source_dataset=source_dataset)
+    return StageJob("pseudo-video", params, table, base, [str(input)])

@@ -14,6 +14,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import re
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -52,6 +53,13 @@ class Stage:
 
     def setup(self) -> None:
         pass
+
+    @classmethod
+    def gpus_per_task(cls, params: dict) -> float | None:
+        """Return the GPUs one shard task asks a cluster scheduler (Ray) for: 1 for a model stage on CUDA,
+        None for `device="auto"` (one if the cluster has GPUs), else 0."""
+        device = str(params.get("device") or "")
+        return 1.0 if device.startswith("cuda") else None if device == "auto" else 0.0
 
     def process(self, row: dict) -> list[dict]:
         raise NotImplementedError
@@ -95,6 +103,20 @@ def stage_class(name: str) -> type[Stage]:
     if not (isinstance(cls, type) and issubclass(cls, Stage)):
         raise RunnerError(f"{name!r} is not a vidrd Stage")
     return cls
+
+
+@dataclass
+class StageJob:
+    """A stage with its options resolved and its input rows read: what `run_stage` needs besides where to write.
+
+    Each stage module has a `prepare(input, **options) -> StageJob`, used by the CLI and by recipes alike.
+    """
+
+    stage: str
+    params: dict
+    inputs: pa.Table
+    root: Path | None
+    input_desc: list[str]
 
 
 # ---------------------------------------------------------------- per-row processing
@@ -175,6 +197,14 @@ def _init_worker(progress_queue) -> None:
     global _PROGRESS_QUEUE
     _PROGRESS_QUEUE = progress_queue
     logging.basicConfig(level=logging.WARNING)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the run that started it is gone (killed with SIGKILL, say): no orphans left behind."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _get_stage(name: str, params: dict, root: str | None) -> Stage:
@@ -286,12 +316,22 @@ def clear_output(out: Path) -> None:
         p.unlink()
 
 
-def _remove_incomplete(out: Path) -> None:
+def _slice_filter(shard_index: int | None, num_shards: int | None):
+    if shard_index is None and num_shards is None:
+        return lambda i: True
+    if shard_index is None or num_shards is None or num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise RunnerError(f"--shard-index must be in [0, --num-shards), got {shard_index} of {num_shards}")
+    return lambda i: i % num_shards == shard_index
+
+
+def _remove_incomplete(out: Path, mine=lambda i: True) -> None:
+    """Delete torn leftovers of an earlier run: parts without stats and temp files (only this slice's)."""
     for p in out.iterdir():
-        m = mf.PART_RE.match(p.name)
-        if (m and not (out / mf.stats_name(int(m.group(1)))).exists()) or (
-            p.name.startswith(".") and p.name.endswith(".tmp")
-        ):
+        m = re.match(r"^\.?part-(\d{5})\.", p.name)
+        if not m or not mine(int(m.group(1))):
+            continue
+        torn = p.name.startswith(".") and p.name.endswith(".tmp")
+        if torn or (mf.PART_RE.match(p.name) and not (out / mf.stats_name(int(m.group(1)))).exists()):
             p.unlink(missing_ok=True)
 
 
@@ -307,12 +347,26 @@ def run_stage(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    executor: str = "local",
+    shard_index: int | None = None,
+    num_shards: int | None = None,
 ) -> RunSummary:
-    """Run a stage over `inputs` (one row per input sample) into the manifest directory `out_dir`."""
+    """Run a stage over `inputs` (one row per input sample) into the manifest directory `out_dir`.
+
+    `executor` is `local` (a process pool of `workers`) or `ray` (one Ray task per shard, on the cluster at
+    `RAY_ADDRESS` or on a local one). With `shard_index`/`num_shards`, only parts `i` with
+    `i % num_shards == shard_index` are run: one slice per job of a Slurm array (or any scheduler),
+    all writing into the same `out_dir`.
+    """
     if shard_size < 1:
         raise RunnerError(f"--shard-size must be ≥ 1, got {shard_size}")
     if workers < 1:
         raise RunnerError(f"--workers must be ≥ 1, got {workers}")
+    if executor not in EXECUTORS:
+        raise RunnerError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    mine = _slice_filter(shard_index, num_shards)
+    if overwrite and shard_index is not None:
+        raise RunnerError("--overwrite cannot be combined with --shard-index (slices share one output)")
     cls = stage_class(stage_name)
     out = Path(out_dir)
     inputs = inputs.append_column("input_row", pa.array(range(inputs.num_rows), pa.int64()))
@@ -348,17 +402,18 @@ def run_stage(
             },
         )
         mf.write_json_atomic(out / mf.MANIFEST_FILE, meta)
-    _remove_incomplete(out)
+    _remove_incomplete(out, mine)
     root_abs = os.path.abspath(os.fspath(root)) if root is not None else None
     done = set(mf.Manifest.open(out, root=root_abs).complete_parts())
     n_parts = -(-inputs.num_rows // shard_size)
     tasks = [
         ShardTask(i, inputs.slice(i * shard_size, shard_size).to_pylist(), str(out), stage_name, params, root_abs, schema)
         for i in range(n_parts)
-        if i not in done
+        if i not in done and mine(i)
     ]
     start = time.perf_counter()
-    _execute(tasks, workers, progress, total=sum(len(t.rows) for t in tasks), label=stage_name)
+    _execute(tasks, workers, progress, total=sum(len(t.rows) for t in tasks), label=stage_name, executor=executor,
+             gpus=cls.gpus_per_task(params))
     return summarize(out, n_parts, len(done), time.perf_counter() - start)
 
 
@@ -397,7 +452,14 @@ def summarize(out: Path, parts_total: int, parts_skipped: int, wall: float) -> R
     )
 
 
-def _execute(tasks: list[ShardTask], workers: int, progress: bool, total: int, label: str) -> None:
+EXECUTORS = ("local", "ray")
+MAX_POOL_RESTARTS = 3
+
+
+def _execute(
+    tasks: list[ShardTask], workers: int, progress: bool, total: int, label: str, executor: str = "local",
+    gpus: float | None = 0.0,
+) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = [
@@ -419,30 +481,72 @@ def _execute(tasks: list[ShardTask], workers: int, progress: bool, total: int, l
             rate = (counts["ok"] + counts["failed"]) / max(time.perf_counter() - t0, 1e-9)
             bar.update(task_id, advance=ok + failed, rate=f"{rate:.1f}", **counts)
 
-        if workers == 1 or len(tasks) <= 1:
+        if executor == "ray":
+            _execute_ray(tasks, advance, gpus)
+        elif workers == 1 or len(tasks) <= 1:
             for task in tasks:
                 run_shard(task, report=advance)
-            return
-        ctx = mp.get_context("spawn")  # fork after torch/decord threads start is unsafe
-        progress_queue = ctx.Queue()
-        stop = threading.Event()
+        else:
+            _execute_pool(tasks, workers, advance)
 
-        def drain() -> None:
-            while not stop.is_set() or not progress_queue.empty():
-                try:
-                    advance(*progress_queue.get(timeout=0.1))
-                except queue.Empty:
-                    continue
 
-        reader = threading.Thread(target=drain, daemon=True)
-        reader.start()
-        try:
+def _execute_pool(tasks: list[ShardTask], workers: int, advance) -> None:
+    """Run shards in a spawn process pool; a worker that dies (OOM killer, segfault, SIGKILL) costs a
+    retry of the shards in flight, never data: their parts were not complete, so they are simply redone."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("spawn")  # fork after torch/decord threads start is unsafe
+    progress_queue = ctx.Queue()
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set() or not progress_queue.empty():
+            try:
+                advance(*progress_queue.get(timeout=0.1))
+            except queue.Empty:
+                continue
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    remaining = list(tasks)
+    try:
+        for attempt in range(MAX_POOL_RESTARTS + 1):
+            broken = []
             with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(progress_queue,)) as pool:
-                pending = {pool.submit(run_shard, t) for t in tasks}
+                futures = {pool.submit(run_shard, t): t for t in remaining}
+                pending = set(futures)
                 while pending:
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in finished:
-                        f.result()
-        finally:
-            stop.set()
-            reader.join()
+                        try:
+                            f.result()
+                        except BrokenProcessPool:
+                            broken.append(futures[f])
+            if not broken:
+                return
+            log.warning("a worker process died; retrying %d shard(s) (restart %d of %d)", len(broken), attempt + 1,
+                        MAX_POOL_RESTARTS)
+            remaining = sorted(broken, key=lambda t: t.index)
+        raise RunnerError(f"worker processes kept dying on shard(s) {[t.index for t in remaining]}; giving up")
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _execute_ray(tasks: list[ShardTask], advance, gpus: float | None) -> None:
+    """Run each shard as a Ray task (retried by Ray if its worker dies) on `RAY_ADDRESS` or a local cluster."""
+    try:
+        import ray
+    except ImportError:
+        raise RunnerError("--executor ray needs Ray: pip install 'vidrd[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    if gpus is None:  # device "auto": a GPU per task where the cluster has any (Ray hides GPUs from 0-GPU tasks)
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=MAX_POOL_RESTARTS)(run_shard)
+    refs = [remote.remote(t) for t in tasks]
+    while refs:
+        ready, refs = ray.wait(refs, num_returns=1)
+        stats = ray.get(ready[0])
+        advance(stats["ok"], stats["failed"])

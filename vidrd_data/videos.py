@@ -7,7 +7,8 @@ captioning stage replaces them.
 from __future__ import annotations
 
 from vidrd_data.manifest import make_sample_id
-from vidrd_data.runner import Stage
+from vidrd_data.runner import Stage, StageJob
+from vidrd_data import sources
 from vidrd_data.sources import humanize_label
 from vidrd_data.video_io import probe
 
@@ -43,3 +44,18 @@ class VideoIndex(Stage):
                 "source_duration": info.duration,
             }
         ]
+
+
+def prepare(
+    input: str, *, layout: str = "flat", path_col: str = "path", label_col: str | None = None,
+    root: str | None = None, source_dataset: str | None = None,
+) -> StageJob:
+    """Read the input of the `videos` stage: a folder of videos (flat or action layout) or a list table."""
+    from pathlib import Path
+
+    if Path(input).is_dir():
+        table, base = sources.video_folder(input, layout=layout, source_dataset=source_dataset)
+    else:
+        table, base = sources.caption_table(input, path_col=path_col, caption_col=None, label_col=label_col,
+                                            root=root, source_dataset=source_dataset)
+    return StageJob("videos", {}, table, base, [str(input)])
