@@ -222,6 +222,25 @@ def webdataset_shards(pattern: str, *, source_dataset: str | None = None) -> tup
     return pa.table(_with_input_errors(columns, errors)), root
 
 
+def image_inputs(
+    input: str, *, captions=None, image_col: str = "image", caption_col: str = "caption", root=None,
+    source_dataset: str | None = None,
+) -> tuple[pa.Table, Path | None]:
+    """Read any image–text input: a manifest of image rows, a folder (+ captions table), tar shards, or a table."""
+    path = Path(input)
+    if path.is_dir() and mf.is_manifest(path):
+        table, base = manifest_rows(path, kind="image", root=root)
+        if table.num_rows == 0:
+            raise InputError(f"{path} has no ok rows of kind image")
+        return table, base
+    if path.is_dir() and not any(path.glob("*.tar")):
+        return image_folder(path, source_dataset=source_dataset, captions=captions, image_col=image_col,
+                            caption_col=caption_col)
+    if path.is_dir() or input.endswith(".tar") or any(c in input for c in "*?["):
+        return webdataset_shards(input, source_dataset=source_dataset)
+    return caption_table(path, path_col=image_col, caption_col=caption_col, root=root, source_dataset=source_dataset)
+
+
 def humanize_label(label: str) -> str:
     """Return a class label as words: `ApplyEyeMakeup` → `apply eye makeup`, `playing_guitar` → `playing guitar`."""
     words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", label.replace("_", " "))
@@ -252,6 +271,90 @@ def video_folder(
     if layout == "action":
         cols["label"] = [r.parts[0] if len(r.parts) > 1 else None for r in rel]
     return pa.table(cols), root
+
+
+def ucf101_split(
+    split_file: str | os.PathLike,
+    *,
+    root: str | os.PathLike,
+    class_index: str | os.PathLike | None = None,
+    source_dataset: str | None = None,
+) -> tuple[pa.Table, Path]:
+    """Return the videos a UCF-101 split file lists (`Class/v_Class_gNN_cNN.avi [class number]`), labelled.
+
+    A line's class number is looked up in `classInd.txt` (`class_index`, else the one beside the split file); a line
+    without one (the test lists) takes its folder name. Listed videos missing under `root` are kept: they fail
+    with a reason.
+    """
+    split_file, root = Path(split_file), Path(root)
+    if not split_file.is_file():
+        raise InputError(f"split file not found: {split_file}")
+    if not root.is_dir():
+        raise InputError(f"video folder not found: {root}")
+    class_index = Path(class_index) if class_index is not None else split_file.parent / "classInd.txt"
+    classes: dict[int, str] = {}
+    if class_index.is_file():
+        for number, line in enumerate(class_index.read_text(encoding="utf-8").splitlines(), start=1):
+            fields = line.split()
+            if len(fields) != 2 or not fields[0].isdigit():
+                raise InputError(f"{class_index} line {number} is not 'NUMBER ClassName': {line!r}")
+            classes[int(fields[0])] = fields[1]
+    paths, labels = [], []
+    for number, line in enumerate(split_file.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) > 2 or (len(fields) == 2 and not fields[1].isdigit()):
+            raise InputError(f"{split_file} line {number} is not 'Class/video.avi [NUMBER]': {line!r}")
+        rel = Path(fields[0])
+        if len(fields) == 2 and classes:
+            if int(fields[1]) not in classes:
+                raise InputError(f"{split_file} line {number}: class {fields[1]} is not in {class_index}")
+            labels.append(classes[int(fields[1])])
+        else:
+            labels.append(rel.parts[0] if len(rel.parts) > 1 else None)
+        paths.append(rel.as_posix())
+    if not paths:
+        raise InputError(f"{split_file} lists no videos")
+    table = pa.table(
+        {"source_path": paths, "source_dataset": [source_dataset or root.name] * len(paths), "label": labels}
+    )
+    return table, root.resolve()
+
+
+def video_list(
+    table_path: str | os.PathLike,
+    *,
+    path_col: str = "path",
+    root: str | os.PathLike | None = None,
+    source_dataset: str | None = None,
+) -> tuple[pa.Table, Path]:
+    """Read a list of videos with optional columns: `path[,label][,start,end][,caption]` (CSV/TSV/JSONL/Parquet).
+
+    `start`/`end` (or `start_time`/`end_time`) give a span in seconds; an empty cell means the whole video.
+    """
+    original = read_table(table_path)  # caption_table drops columns named like base ones (start_time, end_time)
+    columns = original.column_names
+    span_cols = next(((s, e) for s, e in (("start", "end"), ("start_time", "end_time")) if s in columns or e in columns), None)
+    table, base = caption_table(
+        table_path,
+        path_col=path_col,
+        caption_col="caption" if "caption" in columns else None,
+        label_col="label" if "label" in columns else None,
+        root=root,
+        source_dataset=source_dataset,
+    )
+    if span_cols is None:
+        return table, base
+    if not all(c in columns for c in span_cols):
+        raise InputError(f"{table_path} has only one of the span columns {span_cols[0]!r} and {span_cols[1]!r}")
+    table = table.drop_columns([c for c in span_cols if c in table.column_names])
+    for name, col in zip(("start_time", "end_time"), span_cols):
+        try:
+            table = table.append_column(name, pc.cast(original[col], pa.float64()))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise InputError(f"{table_path} column {col!r} is not seconds: {str(exc).splitlines()[0]}") from None
+    return table, base
 
 
 def manifest_rows(path: str | os.PathLike, *, kind: str | None = None, root=None) -> tuple[pa.Table, Path | None]:

@@ -6,5 +6,7 @@ Stages are imported lazily (by "module:Class") so a worker only loads the librar
 STAGES = {
     "images": "vidrd_data.images:ImageIngest",
     "videos": "vidrd_data.videos:VideoIndex",
+    "caption": "vidrd_data.caption:CaptionClips",
     "pseudo-video": "vidrd_data.pseudo_video:PseudoVideo",
+    "segment": "vidrd_data.segment:SegmentVideos",
 }

@@ -1,0 +1,139 @@
+"""BLIP-2 captions through transformers (`Blip2Processor` + `Blip2ForConditionalGeneration`).
+
+`model` is a hub id (`Salesforce/blip2-opt-2.7b`, `Salesforce/blip2-flan-t5-xl`, …) or a local directory laid out
+like one; both go through `from_pretrained`, never with remote code. Decoding defaults are LAVIS' BLIP-2 caption
+defaults (5 beams, at most 30 tokens, no repetition penalty).
+
+With a prompt, an OPT (decoder-only) model continues it, so the caption starts with the prompt ("a video of
+juggling, a man …"); a Flan-T5 model answers it, so the caption is the answer alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+
+import torch
+from PIL import Image
+from transformers import AutoConfig, Blip2ForConditionalGeneration, Blip2Processor
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.utils import logging as hf_logging
+
+from vidrd_data.captioners import Captioner
+
+log = logging.getLogger(__name__)
+
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+
+
+def resolve_device(device: str) -> torch.device:
+    """Return the torch device for `auto` (CUDA when available, else CPU) or an explicit name such as `cuda:1`."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """Return the weights' dtype: `auto` is bf16 on CUDA (fp16 where bf16 is unsupported) and fp32 on CPU."""
+    if dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} (use auto, fp32, bf16 or fp16)")
+    return DTYPES[dtype]
+
+
+def check_model(model: str | os.PathLike) -> None:
+    """Raise ValueError unless `model` names a BLIP-2 checkpoint (reads its config only, not the weights)."""
+    try:
+        config = AutoConfig.from_pretrained(os.fspath(model))
+    except (OSError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot load a BLIP-2 config from {os.fspath(model)!r}: {first_line}") from None
+    if config.model_type != "blip-2":
+        raise ValueError(f"{os.fspath(model)!r} is a {config.model_type!r} checkpoint, not BLIP-2")
+
+
+@contextmanager
+def _quiet_loading():
+    """Hide transformers' "Loading weights" bar, which would tear through the stage's own progress bar."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+class Blip2Captioner(Captioner):
+    """Captions images with a BLIP-2 checkpoint; `caption(images, prompts)` batches them `batch_size` at a time."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        num_beams: int = 5,
+        max_new_tokens: int = 30,
+        repetition_penalty: float = 1.0,
+        batch_size: int = 16,
+    ):
+        if num_beams < 1 or max_new_tokens < 1 or batch_size < 1:
+            raise ValueError(
+                f"num_beams, max_new_tokens and batch_size must be ≥ 1, got {num_beams}, {max_new_tokens}, {batch_size}"
+            )
+        if repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty}")
+        self.model_id = os.fspath(model)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.batch_size = batch_size
+        self.generate_kwargs = {
+            "num_beams": num_beams,
+            "max_new_tokens": max_new_tokens,
+            "repetition_penalty": repetition_penalty,
+            "do_sample": False,
+        }
+        with _quiet_loading():
+            self.processor = Blip2Processor.from_pretrained(self.model_id)
+            self.model = Blip2ForConditionalGeneration.from_pretrained(self.model_id, dtype=self.dtype)
+        self.model.to(self.device).eval()
+        if self.model.config.use_decoder_only_language_model:
+            # A decoder-only model continues the last token of each row: pad prompts of unequal length on the left.
+            self.processor.tokenizer.padding_side = "left"
+        log.info("loaded BLIP-2 %s on %s (%s)", self.model_id, self.device, self.dtype)
+
+    def prepare(self, images: list[Image.Image], prompts: list[str | None] | None = None) -> BatchFeature:
+        """Return pixel values (and prompt tokens) on the CPU; pinned for a non-blocking copy when on CUDA."""
+        if prompts is None or all(p is None for p in prompts):
+            inputs = self.processor(images=images, return_tensors="pt")
+        else:
+            # With OPT an empty prompt is the bare BOS token, what generation starts from without a prompt.
+            text = [p or "" for p in prompts]
+            inputs = self.processor(images=images, text=text, padding=True, return_tensors="pt")
+        if self.device.type == "cuda":
+            inputs = BatchFeature({k: v.pin_memory() for k, v in inputs.items()})
+        return inputs
+
+    def generate(self, prepared: BatchFeature) -> list[str]:
+        inputs = prepared.to(device=self.device, dtype=self.dtype, non_blocking=True)
+        with torch.inference_mode():
+            ids = self.model.generate(**inputs, **self.generate_kwargs)
+        return [" ".join(text.split()) for text in self.processor.batch_decode(ids, skip_special_tokens=True)]
