@@ -1,7 +1,10 @@
 import hashlib
 import json
 
+import pytest
+
 from cli.data import main
+from tests.conftest import REPO
 from vidrd_data import manifest as mf
 from vidrd_data.demo import LONG_VIDEOS, write_demo_corpus
 from vidrd_data.video_io import probe
@@ -26,9 +29,21 @@ def test_demo_long_videos_have_their_cuts_where_cuts_json_says(tmp_path):
         assert probe(tmp_path / "long" / name).duration == truth[name]["duration_s"]
 
 
-def test_demo_run_writes_valid_manifests_and_says_where(tmp_path, capsys):
-    assert main(["demo", str(tmp_path / "demo"), "--run"]) == 0
-    stdout = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("demo_run")
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["demo", str(tmp_path / "demo"), "--run"])
+    return tmp_path, code, buf.getvalue()
+
+
+def test_demo_run_writes_valid_manifests_and_says_where(demo_run):
+    tmp_path, code, stdout = demo_run
+    assert code == 0
     assert "manifests in" in stdout and str(tmp_path / "demo") in stdout
     images = mf.Manifest.open(tmp_path / "demo" / "manifests" / "images").read()
     assert images.num_rows == 20 and images["status"].to_pylist().count("failed") == 2
@@ -42,3 +57,16 @@ def test_demo_run_writes_valid_manifests_and_says_where(tmp_path, capsys):
     models = tmp_path / "demo" / "models"
     assert (models / "blip2" / "config.json").is_file() and (models / "stable_diffusion" / "model_index.json").is_file()
     assert "[models]" in (tmp_path / "demo" / "recipe.toml").read_text()
+
+
+def test_demo_recipe_builds_a_mixed_manifest_whose_counts_match_the_report(demo_run):
+    tmp_path, _, _ = demo_run
+    out = tmp_path / "build"
+    recipe = REPO / "manifests" / "recipes" / "demo.toml"
+    assert main(["build", str(recipe), "--root", str(tmp_path / "demo"), "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = mf.Manifest.open(out / "mixed").read().to_pylist()
+    assert report["rows"] == len(rows) and sum(report["rows_by_source_and_kind"].values()) == len(rows)
+    kinds = {k.split("/")[1] for k in report["rows_by_source_and_kind"]}
+    assert kinds == {"pseudo_video", "video_clip"}
+    assert {r["caption_source"] for r in rows} >= {"original", "blip2", "minigpt4"}

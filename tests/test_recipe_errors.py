@@ -25,6 +25,8 @@ GOOD_SOURCE = '[sources.a]\nstage = "images"\ninput = "list.csv"\n'
         ("[recipe]\n", "names no sources"),
         ("this is = not [toml", "not valid TOML"),
         ('[sources.a]\nstage = "pseudo-video"\ninput = "list.csv"\nsize = 7\n', "size must be an even"),
+        ('[sources.a]\nstage = "caption"\ninput = "list.csv"\nblip2 = "x"\nbeam_width = 3\n', "sources.a.beam_width"),
+        ('[sources.a]\nstage = "segment"\ninput = "list.csv"\ntreshold = 0.5\n', "sources.a.treshold"),
     ],
 )
 def test_malformed_recipe_fails_before_any_work_with_one_line_naming_the_key(tmp_path, capsys, text, needle):
@@ -50,4 +52,4 @@ def test_shipped_demo_recipe_is_the_demo_corpus_recipe():
 
 def test_shipped_vidrd_template_uses_only_known_stages_and_options():
     recipe = load_recipe(REPO / "manifests" / "recipes" / "vidrd.toml", check_paths=False)
-    assert {s.stage for s in recipe.sources} >= {"pseudo-video"}
+    assert {s.stage for s in recipe.sources} == {"pseudo-video", "caption", "segment"}

@@ -208,18 +208,26 @@ input = "images/captions.csv"
 weight = 1.0
 seed = 0
 
-# short action clips (UCF-101 layout) -> one clip per video, labels as captions
+# action-recognition clips (UCF-101 layout, train split 1) -> clips captioned by BLIP-2 (the tiny one)
 [sources.actions]
-stage = "videos"
+stage = "caption"
 input = "actions"
-layout = "action"
+split = "trainlist01.txt"
+blip2 = "models/blip2"
+prompt = "a video of {{label}},"
 weight = 1.0
 
-# long videos -> whole videos (segmentation lands with the segment stage)
+# long videos -> segments cut by CLIP frame similarity, captioned by MiniGPT-4 (the tiny ones)
 [sources.long]
-stage = "videos"
+stage = "segment"
 input = "long"
-weight = 0.5
+embedder = "clip"
+clip_config = "models/open_clip/vidrd-tiny-ViT-16.json"
+clip_checkpoint = "models/open_clip/open_clip_pytorch_model.bin"
+threshold = 0.99        # the random tiny CLIP sees different scenes as ~0.99 similar; real CLIP: the default
+captioner = "minigpt4"
+minigpt4 = "models/minigpt4/minigpt4.json"
+weight = 1.0
 
 [models]
 blip2 = "models/blip2"

@@ -22,6 +22,7 @@ mixed manifest `OUT/mixed` (columns `source`, `split`, `source_weight`, `content
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import importlib
@@ -95,6 +96,19 @@ def _stage_prepare(stage: str):
         raise RecipeError(f"stage {stage!r} is not available: {exc}") from None
 
 
+def _accepted_options(stage: str, prepare) -> set[str]:
+    """Return the option names of a stage: `prepare`'s keywords, plus the fields of the module's `*Options`
+    dataclass when `prepare` takes `**options`."""
+    parameters = inspect.signature(prepare).parameters
+    accepted = {name for name, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD} - {"input"}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        module = importlib.import_module(STAGE_MODULES[stage])
+        for name, value in vars(module).items():
+            if name.endswith("Options") and dataclasses.is_dataclass(value) and value.__module__ == module.__name__:
+                accepted |= {f.name for f in dataclasses.fields(value)}
+    return accepted
+
+
 def _resolve_path(value: str, base: Path) -> str:
     """A relative path that exists under the recipe's root is taken from there; anything else (a hub id) stays."""
     if os.path.isabs(value) or mf.is_uri(value):
@@ -139,11 +153,9 @@ def load_recipe(path: str | os.PathLike, root: str | os.PathLike | None = None, 
                 raise RecipeError(f"{where}.{key}: missing")
         prepare = _stage_prepare(spec["stage"])
         options = {k.replace("-", "_"): v for k, v in spec.items() if k not in SOURCE_KEYS}
-        parameters = inspect.signature(prepare).parameters
-        accepted = set(parameters) - {"input"}
-        open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        accepted = _accepted_options(spec["stage"], prepare)
         for key in options:
-            if key not in accepted and not open_ended:  # an open-ended prepare checks its options itself
+            if key not in accepted:
                 raise RecipeError(f"{where}.{key}: not an option of stage {spec['stage']} (options: {', '.join(sorted(accepted))})")
         input_path = _resolve_path(str(spec["input"]), base)
         if check_paths and not (os.path.exists(input_path) or glob.glob(input_path)):
