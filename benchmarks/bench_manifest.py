@@ -7,8 +7,6 @@ the same summary computed the obvious way (pandas, every column) is timed in the
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import subprocess
 import sys

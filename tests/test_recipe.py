@@ -8,7 +8,6 @@ from PIL import Image
 from cli.data import main
 from tests.conftest import REPO
 from vidrd_data import manifest as mf
-from vidrd_data.demo import demo_recipe
 from vidrd_data.recipe import RecipeError, build, load_recipe
 from vidrd_data.runner import run_stage
 from vidrd_data.video_io import write_mp4

@@ -39,7 +39,7 @@ from vidrd_data import sources
 from vidrd_data.manifest import make_sample_id
 from vidrd_data.runner import Stage, StageJob
 from vidrd_data.sources import InputError, humanize_label
-from vidrd_data.video_io import VideoError, probe, read_frames
+from vidrd_data.video_io import VideoError, VideoInfo, open_video, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -176,46 +176,6 @@ def choose_caption(captions: list[str], policy: str) -> str:
     return CONCAT_SEPARATOR.join(dict.fromkeys(c for c in captions if c))
 
 
-@dataclass
-class VideoMeta:
-    """What the stage needs of a probed video; times in seconds, sizes as displayed."""
-
-    duration: float
-    num_frames: int
-    fps: float
-    width: int
-    height: int
-    timestamps: np.ndarray  # start time of each frame
-
-
-def open_video(path: str) -> tuple[VideoMeta, Callable[[list[float]], np.ndarray]]:
-    """Return a video's metadata and a function reading the frames shown at given times, from one open of the file.
-
-    Why not `video_io.probe` + `read_frames`: they open the file once each, and `probe` decodes the first frame
-    twice (with PyAV for rotation metadata, which this stage does not store): for a short clip that is most of
-    the decoder's time per clip, which then falls behind a fast model. Files decord cannot open go through
-    video_io (PyAV). Not thread-safe: the reader belongs to the thread that opened it.
-    """
-    try:
-        import decord
-
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-        times = reader.get_frame_timestamp(range(len(reader)))
-        height, width = reader[0].shape[:2]  # eva-decord returns frames upright
-        fps = float(reader.get_avg_fps())
-    except Exception:  # noqa: BLE001 - decord fails on some containers and codecs; video_io falls back to PyAV
-        info = probe(path)
-        meta = VideoMeta(info.duration, info.num_frames, info.fps, info.width, info.height, np.asarray(info.timestamps))
-        return meta, lambda at: read_frames(path, at)
-    starts = times[:, 0].astype(float)
-
-    def read(at: list[float]) -> np.ndarray:
-        shown = np.clip(np.searchsorted(starts, np.asarray(at) + 1e-6, side="right") - 1, 0, len(starts) - 1)
-        return reader.get_batch(shown.tolist()).asnumpy()
-
-    return VideoMeta(float(times[-1][1]), len(starts), fps, int(width), int(height), starts), read
-
-
 # ---------------------------------------------------------------- the pipeline's messages (decoder → model)
 
 
@@ -224,7 +184,7 @@ class _Planned:
     """Input row `index` was probed and cut into `clips` (or failed with `error`); its frames follow in batches."""
 
     index: int
-    info: VideoMeta | None = None
+    info: VideoInfo | None = None
     clips: list[Clip] = field(default_factory=list)
     prompt: str | None = None
     error: Exception | None = None

@@ -50,7 +50,7 @@ def _rotation_pyav(path: str) -> int:
         return 0
 
 
-def _probe_decord(path: str) -> VideoInfo:
+def _open_decord(path: str, rotation: bool):
     import decord
 
     vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
@@ -58,9 +58,27 @@ def _probe_decord(path: str) -> VideoInfo:
     if n == 0:
         raise VideoError("video has no frames")
     ts = vr.get_frame_timestamp(range(n))
-    h, w = vr[0].shape[:2]
-    fps = float(vr.get_avg_fps())
-    return VideoInfo(float(ts[-1][1]), n, fps, int(w), int(h), _rotation_pyav(path), "decord", ts[:, 0].astype(float))
+    first = vr.get_batch([0]).asnumpy()  # eva-decord returns frames upright
+    if first.ndim != 4 or first.shape[-1] != 3:  # seen on tiny widths: RGBA-sized buffers that cannot be read
+        raise VideoError(f"decord returned frames of shape {first.shape}")
+    h, w = first.shape[1:3]
+    starts = ts[:, 0].astype(float)
+    info = VideoInfo(float(ts[-1][1]), n, float(vr.get_avg_fps()), int(w), int(h),
+                     _rotation_pyav(path) if rotation else 0, "decord", starts)
+
+    def read(times) -> np.ndarray:
+        shown = np.clip(np.searchsorted(starts, np.asarray(times, float) + 1e-6, side="right") - 1, 0, n - 1)
+        try:
+            return vr.get_batch(shown.tolist()).asnumpy()
+        except Exception as exc:  # noqa: BLE001 - a frame decord cannot decode: PyAV may
+            log.debug("decord could not read %s (%s); trying PyAV", path, exc)
+            return _read_frames_pyav(path, np.asarray(times, dtype=float))
+
+    return info, read
+
+
+def _probe_decord(path: str) -> VideoInfo:
+    return _open_decord(path, rotation=True)[0]
 
 
 def _probe_pyav(path: str) -> VideoInfo:
@@ -90,19 +108,30 @@ def _probe_pyav(path: str) -> VideoInfo:
         return VideoInfo(float(end - times[0]), len(times), fps, w, h, rotation, "pyav", times - times[0])
 
 
-def probe(path: str | os.PathLike) -> VideoInfo:
-    """Return duration, frame count, fps, size, rotation and per-frame timestamps of a video."""
+def open_video(path: str | os.PathLike, rotation: bool = False):
+    """Open a video once; return its `VideoInfo` and a function giving the frames shown at given times.
+
+    decord first (its reader is kept open, so many reads cost one open), PyAV when decord cannot open the
+    file. `rotation=False` skips reading the rotation metadata (one PyAV decode); frames are upright either
+    way. The reader belongs to the thread that opened it.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        return _probe_decord(path)
+        return _open_decord(path, rotation)
     except Exception as exc:  # noqa: BLE001 - decord fails on some containers/codecs; PyAV is the fallback
         log.debug("decord could not open %s (%s); trying PyAV", path, exc)
     try:
-        return _probe_pyav(path)
+        info = _probe_pyav(path)
     except Exception as exc:  # noqa: BLE001
         raise VideoError(f"cannot decode video: {type(exc).__name__}: {exc}") from None
+    return info, lambda times: _read_frames_pyav(path, np.asarray(times, dtype=float))
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Return duration, frame count, fps, size, rotation and per-frame timestamps of a video."""
+    return open_video(path, rotation=True)[0]
 
 
 def _rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
@@ -113,18 +142,7 @@ def _rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
 
 def read_frames(path: str | os.PathLike, times: list[float] | np.ndarray) -> np.ndarray:
     """Return the frames shown at the given times (seconds) as uint8 `(n, H, W, 3)`, upright."""
-    path = os.fspath(path)
-    times = np.asarray(times, dtype=float)
-    try:
-        import decord
-
-        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
-        starts = vr.get_frame_timestamp(range(len(vr)))[:, 0]
-        idx = np.clip(np.searchsorted(starts, times + 1e-6, side="right") - 1, 0, len(vr) - 1)
-        return vr.get_batch(idx.tolist()).asnumpy()
-    except Exception as exc:  # noqa: BLE001 - fall back to PyAV
-        log.debug("decord could not read %s (%s); trying PyAV", path, exc)
-    return _read_frames_pyav(path, times)
+    return open_video(path)[1](times)
 
 
 def _read_frames_pyav(path: str, times: np.ndarray) -> np.ndarray:
