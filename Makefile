@@ -25,6 +25,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/vidrd-data demo $(DEMO_DIR) --run
 	$(VENV)/bin/vidrd-data build manifests/recipes/demo.toml --root $(DEMO_DIR) --out $(DEMO_DIR)/build --no-progress
+	$(VENV)/bin/vidrd-sample --base $(DEMO_DIR)/models/stable_diffusion --prompt "a red ball bouncing on green grass" --clips 3 --steps 10 --out $(DEMO_DIR)/samples --no-progress
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

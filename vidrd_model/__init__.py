@@ -13,6 +13,7 @@ _EXPORTS = {
     "unet_config_from_release": "checkpoints",
     "trainable_parameters": "params",
     "freeze_for_training": "params",
+    "VidRDPipeline": "pipeline",
 }
 
 __all__ = sorted(_EXPORTS)

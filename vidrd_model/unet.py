@@ -420,4 +420,4 @@ class VideoUNet(ModelMixin, ConfigMixin):
         model = cls(**unet_config_from_2d(config_2d, **temporal_config))
         state_dict = load_diffusers_weights(pretrained_model_name_or_path, subfolder, variant)
         load_pretrained_2d_weights(model, state_dict, f"{pretrained_model_name_or_path} U-Net")
-        return model
+        return model.eval()  # as diffusers' from_pretrained: dropout off until a trainer calls .train()

@@ -155,4 +155,4 @@ class TemporalAutoencoderKL(AutoencoderKL):
         model = cls.from_config(config, **config_overrides)
         state_dict = rename_legacy_vae_keys(load_diffusers_weights(pretrained_model_name_or_path, subfolder, variant))
         load_pretrained_2d_weights(model, state_dict, f"{pretrained_model_name_or_path} VAE")
-        return model
+        return model.eval()  # as diffusers' from_pretrained: dropout off until a trainer calls .train()
