@@ -25,7 +25,10 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/vidrd-data demo $(DEMO_DIR) --run
 	$(VENV)/bin/vidrd-data build manifests/recipes/demo.toml --root $(DEMO_DIR) --out $(DEMO_DIR)/build --no-progress
-	$(VENV)/bin/vidrd-sample --base $(DEMO_DIR)/models/stable_diffusion --prompt "a red ball bouncing on green grass" --clips 3 --steps 10 --out $(DEMO_DIR)/samples --no-progress
+	$(VENV)/bin/vidrd-train train configs/train_demo.toml --pretrained-model $(DEMO_DIR)/models/stable_diffusion \
+		--manifests $(DEMO_DIR)/build/mixed --manifests $(DEMO_DIR)/manifests/images --output-dir $(DEMO_DIR)/train --no-progress
+	$(VENV)/bin/vidrd-sample --model $(DEMO_DIR)/train/model --prompt "a red balloon rising into the sky" \
+		--clips 3 --steps 10 --out $(DEMO_DIR)/samples --no-progress
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -1,0 +1,142 @@
+"""`vidrd-train`: train VidRD's U-Net, or fine-tune its temporal VAE decoder. Argument parsing and printing only.
+
+Every config key is also an option (`resolution` ↔ `--resolution`): defaults, then the TOML file, then the options.
+Under `accelerate launch` (several processes or machines) each process runs this same command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from vidrd_model.train_config import TrainConfig, VaeTrainConfig, field_types, load_config
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train VidRD on vidrd manifests (`train`), or fine-tune its temporal VAE decoder (`vae`).",
+)
+out = Console(soft_wrap=True)
+
+
+def _error(message: str) -> None:
+    print(f"vidrd-train: {message}", file=sys.stderr, flush=True)
+
+
+def _config_options(config_class):
+    """Gives a command one `--key` option per field of `config_class` and passes it the loaded config instead.
+
+    An option left out is None, so the TOML file's value (or the default) stays.
+    """
+
+    def decorate(command):
+        kinds = field_types(config_class)
+        options = []
+        for f in dataclasses.fields(config_class):
+            flag = "--" + f.name.replace("_", "-")
+            declaration = f"{flag}/--no-{flag[2:]}" if kinds[f.name] is bool else flag
+            annotation = Optional[List[str]] if kinds[f.name] is list else Optional[kinds[f.name]]
+            default = typer.Option(None, declaration, help=f.metadata["help"], show_default=False)
+            options.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                             annotation=annotation))
+
+        @functools.wraps(command)
+        def wrapper(config_file: Optional[Path], **values):
+            overrides = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()
+                         if v is not None and v != () and v != []}
+            return command(load_config(config_class, config_file, overrides))
+
+        config_argument = inspect.Parameter(
+            "config_file", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[Path],
+            default=typer.Argument(None, help="A TOML config (see configs/train_demo.toml); options override it."),
+        )
+        wrapper.__signature__ = inspect.Signature([config_argument, *options])
+        return wrapper
+
+    return decorate
+
+
+@app.callback()
+def _root_options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        logging.getLogger("vidrd_model").setLevel(logging.INFO)
+
+
+@app.command()
+@_config_options(TrainConfig)
+def train(config) -> None:
+    """Train the video U-Net on manifests (joint image–video); checkpoints load in `vidrd-sample --model`."""
+    from vidrd_model.train import train as run_training
+
+    model = run_training(config)
+    if _main_process():
+            out.print(f"model: [bold]{model}[/]  (metrics {Path(config.output_dir) / 'log.csv'}, "
+                  f"curve {Path(config.output_dir) / 'loss.png'}); sample it with: vidrd-sample --model {model}")
+
+
+@app.command()
+@_config_options(VaeTrainConfig)
+def vae(config) -> None:
+    """Fine-tune the temporal VAE decoder's Temp-Conv layers on video clips, for `vidrd-train train --vae`."""
+    from vidrd_model.train_vae import train_vae
+
+    model = train_vae(config)
+    if _main_process():
+        out.print(f"VAE: [bold]{model}[/]  (metrics {Path(config.output_dir) / 'log.csv'}); put it in a trained "
+                  f"model with: vidrd-train train --vae {model}, or sample the release with it: "
+                  f"vidrd-sample --base SD --vidrd-ckpt ModelT2V.pth --vae {model}")
+
+
+def _main_process() -> bool:
+    """Whether this is the process that prints (under `accelerate launch` every process runs the command)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app; user errors become one line and exit status 2 (a traceback only with --debug)."""
+    from vidrd_data.manifest import ManifestError
+    from vidrd_model.data import DataError
+    from vidrd_model.train_config import ConfigError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="vidrd-train", standalone_mode=False)
+        return code if isinstance(code, int) else 0  # without standalone mode, Exit(n) comes back as n
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        _error("aborted")
+        return 130
+    except typer.TyperException as exc:  # typer's (vendored click) usage errors: bad option, missing argument
+        _error(exc.format_message())
+        return 2
+    except (ConfigError, DataError, ManifestError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+        if debug:
+            raise
+        _error(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

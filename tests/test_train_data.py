@@ -1,0 +1,185 @@
+"""The trainer's data side: manifest rows → samples → batches by kind, deterministic for exact resume."""
+
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from tests.train_corpus import CORRUPT_ID, write_corpus
+from vidrd_data.images import open_image
+from vidrd_data.pseudo_video import render_pseudo_video
+from vidrd_model.data import (
+    IMAGE,
+    VIDEO,
+    BatchPlan,
+    DataError,
+    ManifestClips,
+    clip_times,
+    collate,
+    kind_pools,
+    make_loader,
+    read_rows,
+    resize_center_crop,
+)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("train_data"))
+
+
+@pytest.fixture(scope="module")
+def rows(manifest):
+    return read_rows([str(manifest)])
+
+
+def _index(table, sample_id: str) -> int:
+    return table["sample_id"].to_pylist().index(sample_id)
+
+
+def test_read_rows_keeps_ok_captioned_train_rows_and_counts_the_rest(rows):
+    table, left_out = rows
+    assert Counter(table["kind"].to_pylist()) == {"image": 4, "pseudo_video": 4, "video_clip": 4}
+    assert left_out == {"status failed": 1, "split not train": 1, "no caption": 1}
+    assert all(os.path.isabs(path) for path in table["path"].to_pylist())  # resolved against the manifest's root
+
+
+def test_samples_are_frames_at_resolution_in_unit_range_with_one_frame_for_images(rows):
+    table, _ = rows
+    dataset = ManifestClips(table, resolution=24, num_frames=3, uncond_prob=0.0)
+    for sample_id, frames in (("image-0", 1), ("pseudo-0", 3), ("clip-0", 3)):
+        sample = dataset[(_index(table, sample_id), 7)]
+        pixels = sample["pixel_values"]
+        assert pixels.shape == (frames, 3, 24, 24) and pixels.dtype == torch.float32
+        assert pixels.min() >= -1.0 and pixels.max() <= 1.0 and pixels.std() > 0.05
+        assert sample["caption"] and sample["skipped"] == []
+
+
+def test_pseudo_video_samples_are_the_pseudo_video_stage_rendering(rows):
+    table, _ = rows
+    row = table.slice(_index(table, "pseudo-1"), 1).to_pylist()[0]
+    dataset = ManifestClips(table, resolution=24, num_frames=4, uncond_prob=0.0)
+    expected = render_pseudo_video(open_image(row["path"]), row["motion"], (32, 24), 4)  # short side 24, same aspect
+    expected = resize_center_crop(torch.from_numpy(expected).permute(0, 3, 1, 2), 24).float() / 127.5 - 1
+    assert torch.equal(dataset[(_index(table, "pseudo-1"), 0)]["pixel_values"], expected)
+
+
+def test_consecutive_frames_of_a_clip_differ_as_the_square_moves(rows):
+    table, _ = rows
+    pixels = ManifestClips(table, resolution=32, num_frames=4, sample_fps=8.0)[(_index(table, "clip-1"), 3)]
+    steps = (pixels["pixel_values"][1:] - pixels["pixel_values"][:-1]).abs().mean(dim=(1, 2, 3))
+    assert (steps > 0.005).all()
+
+
+def test_clip_times_start_at_random_inside_the_clip_for_training_and_centred_for_validation():
+    rng = np.random.default_rng(0)
+    starts = [clip_times(1.0, 4.0, 8.0, 8, 4.0, rng)[0] for _ in range(200)]
+    last_frame_start = 4.0 - 1 / 8
+    assert min(starts) >= 1.0 and max(starts) + 7 / 4.0 <= last_frame_start + 1e-9
+    assert max(starts) - min(starts) > 0.5  # really random
+    centred = clip_times(1.0, 4.0, 8.0, 8, 4.0, None)
+    assert centred[0] - 1.0 == pytest.approx(last_frame_start - centred[-1])
+    assert np.allclose(np.diff(centred), 0.25)
+
+
+def test_a_clip_shorter_than_the_span_spreads_its_frames_over_the_whole_clip():
+    times = clip_times(0.0, 1.0, 8.0, 8, 2.0, np.random.default_rng(0))
+    assert times[0] == 0.0 and times[-1] == pytest.approx(1.0 - 1 / 8) and np.all(np.diff(times) > 0)
+
+
+def test_captions_drop_to_empty_at_uncond_prob_in_training_only(rows):
+    table, _ = rows
+    index = _index(table, "image-2")
+    train = ManifestClips(table, resolution=16, uncond_prob=0.3)
+    dropped = np.mean([train[(index, draw)]["caption"] == "" for draw in range(300)])
+    assert 0.22 < dropped < 0.38
+    validation = ManifestClips(table, resolution=16, uncond_prob=0.3, train=False)
+    assert all(validation[(index, draw)]["caption"] for draw in range(20))
+
+
+def test_undecodable_row_is_replaced_by_a_row_of_its_kind_and_reported(rows):
+    table, _ = rows
+    dataset = ManifestClips(table, resolution=16, num_frames=2, uncond_prob=0.0)
+    sample = dataset[(_index(table, CORRUPT_ID), 5)]
+    assert [sample_id for sample_id, _ in sample["skipped"]] == [CORRUPT_ID]
+    assert sample["sample_id"] != CORRUPT_ID and sample["sample_id"].startswith(("clip-", "pseudo-"))
+    assert sample["pixel_values"].shape == (2, 3, 16, 16)
+    batch = collate([sample, dataset[(_index(table, "clip-0"), 6)]])
+    assert batch["pixel_values"].shape == (2, 2, 3, 16, 16) and len(batch["skipped"]) == 1
+
+
+def _take(plan, n):
+    batches = iter(plan)
+    return [next(batches) for _ in range(n)]
+
+
+def test_batch_plan_from_step_k_continues_exactly_where_step_k_of_a_full_run_is(rows):
+    pools = kind_pools(rows[0])
+    sizes = {VIDEO: 2, IMAGE: 3}
+    full = _take(BatchPlan(pools, sizes, 0.4, seed=3), 40)
+    assert _take(BatchPlan(pools, sizes, 0.4, seed=3, start_step=17), 23) == full[17:]
+    assert _take(BatchPlan(pools, sizes, 0.4, seed=4), 40) != full
+
+
+def test_batches_hold_one_kind_at_its_batch_size_and_images_come_at_image_ratio(rows):
+    table, _ = rows
+    kinds = np.array(["image" if k == "image" else "video" for k in table["kind"].to_pylist()])
+    plan = BatchPlan(kind_pools(table), {VIDEO: 2, IMAGE: 3}, 0.25, seed=0)
+    batches = _take(plan, 2000)
+    batch_kinds = [set(kinds[[row for row, _ in keys]]) for keys in batches]
+    assert all(len(k) == 1 for k in batch_kinds)
+    assert all(len(keys) == (3 if k == {"image"} else 2) for keys, k in zip(batches, batch_kinds))
+    assert 0.22 < np.mean([k == {"image"} for k in batch_kinds]) < 0.28
+    draws = [draw for keys in batches for _, draw in keys]
+    assert len(set(draws)) == len(draws)  # every sample its own randomness
+
+
+def test_unweighted_epochs_visit_every_row_once(rows):
+    table, _ = rows
+    images = kind_pools(table)[IMAGE]
+    assert images.probs is None
+    plan = BatchPlan({IMAGE: images}, {IMAGE: 2}, 1.0, seed=0)
+    epoch = [row for keys in _take(plan, 2) for row, _ in keys]
+    assert sorted(epoch) == sorted(images.rows.tolist())
+
+
+def test_sources_are_drawn_in_proportion_to_their_weight_whatever_their_size(rows):
+    table, _ = rows
+    video = kind_pools(table)[VIDEO]  # "stills" 4 pseudo-videos at weight 1, "clips" 4 clips at weight 2
+    sources = np.array(table["source"].to_pylist())
+    plan = BatchPlan({VIDEO: video}, {VIDEO: 4}, 0.0, seed=0)
+    drawn = [sources[row] for keys in _take(plan, 1500) for row, _ in keys]
+    share = np.mean([s.endswith(":clips") for s in drawn])
+    assert 0.63 < share < 0.70  # 2 / (2 + 1)
+
+
+def test_processes_get_different_rows_of_the_same_kind_at_each_step(rows):
+    pools = kind_pools(rows[0])
+    sizes = {VIDEO: 2, IMAGE: 2}
+    rank0 = _take(BatchPlan(pools, sizes, 0.5, seed=0, world_size=2, rank=0), 50)
+    rank1 = _take(BatchPlan(pools, sizes, 0.5, seed=0, world_size=2, rank=1), 50)
+    kinds = np.array(["image" if k == "image" else "video" for k in rows[0]["kind"].to_pylist()])
+    for a, b in zip(rank0, rank1):
+        assert {kinds[r] for r, _ in a} == {kinds[r] for r, _ in b}
+        assert not {d for _, d in a} & {d for _, d in b}
+
+
+def test_image_batches_without_image_rows_are_refused(rows):
+    table, _ = rows
+    videos_only = table.filter(np.array([k != "image" for k in table["kind"].to_pylist()]))
+    with pytest.raises(DataError, match="no usable image rows"):
+        BatchPlan(kind_pools(videos_only), {VIDEO: 1, IMAGE: 1}, 0.5, seed=0)
+
+
+def test_worker_processes_yield_the_same_batches_as_the_main_process(rows):
+    table, _ = rows
+    dataset = ManifestClips(table, resolution=16, num_frames=2)
+    plan = BatchPlan(kind_pools(table), {VIDEO: 2, IMAGE: 2}, 0.5, seed=1)
+    inline = iter(make_loader(dataset, plan, num_workers=0))
+    workers = iter(make_loader(dataset, plan, num_workers=2))
+    for _ in range(6):
+        a, b = next(inline), next(workers)
+        assert a["sample_ids"] == b["sample_ids"] and a["captions"] == b["captions"]
+        assert torch.equal(a["pixel_values"], b["pixel_values"])
