@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from cli._app import run_app
 from rich.console import Console
 from rich.table import Table
 
@@ -22,8 +24,6 @@ app = typer.Typer(
 out = Console(soft_wrap=True)
 
 
-def _error(message: str) -> None:
-    print(f"vidrd-data: {message}", file=sys.stderr, flush=True)
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -461,32 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     from vidrd_data.runner import RunnerError
     from vidrd_data.sources import InputError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    command = typer.main.get_command(app)
-    try:
-        code = command.main(args=argv, prog_name="vidrd-data", standalone_mode=False)
-        return code if isinstance(code, int) else 0  # without standalone mode, Exit(n) comes back as n
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        _error("aborted")
-        return 130
-    except typer.TyperException as exc:  # typer's (vendored click) usage errors: bad option, missing argument
-        _error(exc.format_message())
-        return 2
-    except (UsageProblem, InputError, ManifestError, RunnerError, RecipeError, FileNotFoundError, NotADirectoryError) as exc:
-        if debug:
-            raise
-        _error(str(exc))
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
-        if debug:
-            raise
-        _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
-        return 1
+    user_errors = (UsageProblem, InputError, ManifestError, RunnerError, RecipeError, FileNotFoundError, NotADirectoryError)
+    return run_app(app, "vidrd-data", argv, user_errors)
 
 
 if __name__ == "__main__":

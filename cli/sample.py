@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from cli._app import run_app
 from rich.console import Console
 
 app = typer.Typer(
@@ -26,8 +28,6 @@ class UsageProblem(Exception):
     """Bad input from the user: reported as one line with exit status 2."""
 
 
-def _error(message: str) -> None:
-    print(f"vidrd-sample: {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -307,32 +307,8 @@ def sample(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the app; user errors become one line and exit status 2 (a traceback only with --debug)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    command = typer.main.get_command(app)
-    try:
-        code = command.main(args=argv, prog_name="vidrd-sample", standalone_mode=False)
-        return code if isinstance(code, int) else 0
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        _error("aborted")
-        return 130
-    except typer.TyperException as exc:  # usage errors: bad option, missing value
-        _error(exc.format_message())
-        return 2
-    except (UsageProblem, ValueError, OSError, KeyError) as exc:  # OSError: missing files, Hub ids not cached
-        if debug:
-            raise
-        _error(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc))
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
-        if debug:
-            raise
-        _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
-        return 1
+    # OSError: missing files, Hub ids not cached; KeyError: an unknown prompt key
+    return run_app(app, "vidrd-sample", argv, (UsageProblem, ValueError, OSError, KeyError))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from cli._app import run_app
 from rich.console import Console
 
 from vidrd_model.train_config import TrainConfig, VaeTrainConfig, field_types, load_config
@@ -28,8 +30,6 @@ app = typer.Typer(
 out = Console(soft_wrap=True)
 
 
-def _error(message: str) -> None:
-    print(f"vidrd-train: {message}", file=sys.stderr, flush=True)
 
 
 def _config_options(config_class):
@@ -110,32 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     from vidrd_model.data import DataError
     from vidrd_model.train_config import ConfigError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    command = typer.main.get_command(app)
-    try:
-        code = command.main(args=argv, prog_name="vidrd-train", standalone_mode=False)
-        return code if isinstance(code, int) else 0  # without standalone mode, Exit(n) comes back as n
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
-        _error("aborted")
-        return 130
-    except typer.TyperException as exc:  # typer's (vendored click) usage errors: bad option, missing argument
-        _error(exc.format_message())
-        return 2
-    except (ConfigError, DataError, ManifestError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-        if debug:
-            raise
-        _error(str(exc))
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
-        if debug:
-            raise
-        _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
-        return 1
+    user_errors = (ConfigError, DataError, ManifestError, FileNotFoundError, FileExistsError, NotADirectoryError)
+    return run_app(app, "vidrd-train", argv, user_errors)
 
 
 if __name__ == "__main__":

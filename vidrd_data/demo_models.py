@@ -1,7 +1,7 @@
 """Tiny randomly initialised models saved in the on-disk formats of the real ones.
 
 The demo and the tests point the project's real loading code (`from_pretrained(dir)`, open_clip's factory,
-MiniGPT-4's `torch.load(...)["model"]`) at these instead of hub checkpoints, so everything runs offline. Each model
+MiniGPT-4's `torch.load(..., weights_only=True)["model"]`) at these instead of hub checkpoints, so everything runs offline. Each model
 is built at a tiny size under a fixed seed, every parameter is overwritten by the same seeded rule, and the files are
 laid out as the corresponding hub repository or released checkpoint lays them out. Tokenizers are real tokenizer files
 built offline: CLIP's from the BPE vocabulary that open_clip ships in its wheel, OPT's and LLaMA's trained on a small

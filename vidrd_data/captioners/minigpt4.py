@@ -3,7 +3,7 @@
 MiniGPT-4 is three released parts, each loaded from its own format:
 
 - the BLIP-2 vision side (EVA ViT-g/14 minus its last block, `ln_vision`, the trimmed Q-Former, 32 query tokens):
-  LAVIS' `blip2_pretrained_flant5xxl.pth` (`torch.load(...)["model"]`, MiniGPT-4's key names), renamed onto
+  LAVIS' `blip2_pretrained_flant5xxl.pth` (`torch.load(..., weights_only=True)["model"]`, MiniGPT-4's key names), renamed onto
   transformers' `Blip2VisionModel` / `Blip2QFormerModel` by the rules of transformers' BLIP-2 conversion script;
   or a transformers BLIP-2 checkpoint (`Salesforce/blip2-flan-t5-xxl`, which holds the same tensors), of which only
   the `vision_model.*`, `qformer.*` and `query_tokens` tensors are read. Both load strictly: a tensor missing from

@@ -1,0 +1,43 @@
+"""What every vidrd CLI does around its Typer app: user errors become one line and exit status 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+
+def run_app(
+    app: typer.Typer, prog: str, argv: list[str] | None, user_errors: tuple[type[BaseException], ...]
+) -> int:
+    """Run `app`; a usage error or one of `user_errors` prints `prog: problem` and returns 2, anything else one
+    line and 1. `--debug` anywhere on the command line shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+
+    def error(message: str) -> None:
+        print(f"{prog}: {message}", file=sys.stderr, flush=True)
+
+    try:
+        code = typer.main.get_command(app).main(args=argv, prog_name=prog, standalone_mode=False)
+        return code if isinstance(code, int) else 0  # without standalone mode, Exit(n) comes back as n
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        error("aborted")
+        return 130
+    except typer.TyperException as exc:  # typer's (vendored click) usage errors: bad option, missing argument
+        error(exc.format_message())
+        return 2
+    except user_errors as exc:
+        if debug:
+            raise
+        error(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc))  # KeyError's str() adds quotes
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return 1
