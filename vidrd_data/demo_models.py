@@ -16,12 +16,13 @@ import gzip
 import io
 import json
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from vidrd_data.captioners import quiet_transformers_progress
 
 SEED = 0
 INIT_STD = 0.02
@@ -131,18 +132,6 @@ def _emit_only_words(output_embeddings: nn.Module, vocab: dict[str, int], word: 
         output_embeddings.weight[non_words] = 0.0
 
 
-@contextmanager
-def _no_progress_bars():
-    """Silences transformers' "Writing model shards" bar for each save, then restores the previous setting."""
-    from transformers.utils import logging as transformers_logging
-
-    was_enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            transformers_logging.enable_progress_bar()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -222,7 +211,7 @@ def write_tiny_blip2(out_dir: str | Path) -> Path:
     )
     model = randomize_parameters(Blip2ForConditionalGeneration(config).eval(), std=CAPTIONER_INIT_STD)
     _emit_only_words(model.get_output_embeddings(), tokenizer.get_vocab(), word=r"Ġ[a-z]+")
-    with _no_progress_bars():
+    with quiet_transformers_progress():
         model.save_pretrained(out_dir)
         processor.save_pretrained(out_dir)
     # The hub repos also carry the vocabulary files of the pure-Python GPT-2 tokenizer.
@@ -501,7 +490,7 @@ def _write_tiny_vicuna(out_dir: Path) -> int:
     )
     model = randomize_parameters(LlamaForCausalLM(config).eval(), std=CAPTIONER_INIT_STD)
     _emit_only_words(model.get_output_embeddings(), vocab, word=r"▁[a-z]+")
-    with _no_progress_bars():
+    with quiet_transformers_progress():
         model.save_pretrained(out_dir)
     return hidden_size
 
@@ -654,7 +643,7 @@ def write_tiny_stable_diffusion(out_dir: str | Path) -> Path:
     )
     unet.save_pretrained(out_dir / "unet")
     vae.save_pretrained(out_dir / "vae")
-    with _no_progress_bars():
+    with quiet_transformers_progress():
         text_encoder.save_pretrained(out_dir / "text_encoder")
     feature_extractor.save_pretrained(out_dir / "feature_extractor")
     (out_dir / "scheduler").mkdir(exist_ok=True)

@@ -8,9 +8,25 @@ model) in the main one.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from typing import Any
 
 from PIL import Image
+
+
+@contextmanager
+def quiet_transformers_progress():
+    """Hide transformers' per-checkpoint "Loading weights" / "Writing model shards" bars (they tear through the
+    stage's own progress bar), then restore the previous setting."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 class Captioner(ABC):

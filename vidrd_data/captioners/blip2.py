@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
 
 import torch
 from PIL import Image
 from transformers import AutoConfig, Blip2ForConditionalGeneration, Blip2Processor
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.utils import logging as hf_logging
 
-from vidrd_data.captioners import Captioner
+from vidrd_data.captioners import Captioner, quiet_transformers_progress
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +67,6 @@ def check_model(model: str | os.PathLike) -> None:
         raise ValueError(f"{os.fspath(model)!r} is a {config.model_type!r} checkpoint, not BLIP-2")
 
 
-@contextmanager
-def _quiet_loading():
-    """Hide transformers' "Loading weights" bar, which would tear through the stage's own progress bar."""
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 class Blip2Captioner(Captioner):
@@ -111,7 +99,7 @@ class Blip2Captioner(Captioner):
             "repetition_penalty": repetition_penalty,
             "do_sample": False,
         }
-        with _quiet_loading():
+        with quiet_transformers_progress():
             self.processor = Blip2Processor.from_pretrained(self.model_id)
             self.model = Blip2ForConditionalGeneration.from_pretrained(self.model_id, dtype=self.dtype)
         self.model.to(self.device).eval()

@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vidrd_data.captioners import Captioner
+from vidrd_data.captioners import Captioner, quiet_transformers_progress
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ class MiniGPT4Captioner(Captioner):
         self._load_vision(parts)
         llm_dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.tokenizer = LlamaTokenizer.from_pretrained(parts.llama, use_fast=False)
-        with _quiet_loading():
+        with quiet_transformers_progress():
             self.llm = LlamaForCausalLM.from_pretrained(parts.llama, dtype=llm_dtype)
         self.llama_proj = self._load_projection(parts.projection, self.llm.config.hidden_size)
         self.vision.to(self.device).eval()
@@ -382,15 +382,3 @@ class MiniGPT4Captioner(Captioner):
         return " ".join(text.split())
 
 
-@contextlib.contextmanager
-def _quiet_loading():
-    """Silences transformers' per-checkpoint "Loading weights" bar (the stage shows its own progress)."""
-    from transformers.utils import logging as transformers_logging
-
-    was_enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            transformers_logging.enable_progress_bar()
