@@ -1,4 +1,6 @@
-"""Run the benchmarks and print one table each: `python benchmarks/run.py [name ...]`.
+"""Run the benchmarks and print one table each: `python benchmarks/run.py [name ...] [--option value ...]`.
+
+Options after the names go to every named benchmark (`python benchmarks/run.py caption --runs demo:5`).
 
 Each `benchmarks/bench_NAME.py` has `main(argv) -> list[dict]` (rows with the same keys). Numbers are
 measured in the same run as the ratios they are compared with; nothing here is asserted in tests.
@@ -27,10 +29,12 @@ def print_table(title: str, rows: list[dict]) -> None:
 
 def main(argv: list[str]) -> None:
     here = Path(__file__).parent
-    names = argv or sorted(p.stem[len("bench_"):] for p in here.glob("bench_*.py"))
+    first_option = next((i for i, arg in enumerate(argv) if arg.startswith("-")), len(argv))
+    names, options = argv[:first_option], argv[first_option:]
+    names = names or sorted(p.stem[len("bench_"):] for p in here.glob("bench_*.py"))
     for name in names:
         module = importlib.import_module(f"benchmarks.bench_{name}")
-        print_table(name, module.main([]))
+        print_table(name, module.main(options))
 
 
 if __name__ == "__main__":

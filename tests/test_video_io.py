@@ -86,3 +86,44 @@ def test_humanize_label_handles_ucf_and_kinetics_names():
     assert sources.humanize_label("PlayingDaf") == "playing daf"
     assert sources.humanize_label("riding_a_bike") == "riding a bike"
     assert sources.humanize_label("TaiChi") == "tai chi"
+
+
+def _write_gops(path, frames: np.ndarray, fps: int, gop: int) -> None:
+    """H.264 with B-frames and a keyframe every `gop` frames (write_mp4 leaves x264's 250)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.codec_context.options = {"bf": "3", "keyint_min": str(gop), "sc_threshold": "0"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.mark.parametrize("gop", [250, 7])
+def test_forward_reader_returns_decords_frames_without_falling_back(tmp_path, monkeypatch, gop):
+    rng = np.random.default_rng(gop)
+    frames = np.clip(rng.normal(128, 40, (40, 48, 64, 3)) + np.arange(40)[:, None, None, None] * 3, 0, 255)
+    _write_gops(tmp_path / "v.mp4", frames.astype(np.uint8), fps=10, gop=gop)
+
+    def no_fallback(path, times):
+        raise AssertionError("the forward reader fell back to decoding from the start")
+
+    info, decord_read = video_io.open_video(tmp_path / "v.mp4")
+    monkeypatch.setattr(video_io, "_read_frames_pyav", no_fallback)
+    forward_info, forward_read = video_io.open_video(tmp_path / "v.mp4", reader="pyav")
+    assert (forward_info.num_frames, forward_info.width, forward_info.height) == (40, 64, 48)
+    for times in ([2.0], [0.0, 0.05, 1.23, 3.9], [3.5, 0.4, 2.75, 2.75, 0.0], sorted(rng.uniform(0, 4, 9))):
+        assert np.array_equal(forward_read(times), decord_read(times)), times
+
+
+@pytest.mark.parametrize("name", ["issue-134-rotate.mp4", "fades.mp4"])
+def test_forward_reader_matches_decord_on_real_videos(name):
+    path = str(shared_video(name))
+    info, decord_read = video_io.open_video(path)
+    forward_info, forward_read = video_io.open_video(path, reader="pyav")
+    assert (forward_info.width, forward_info.height) == (info.width, info.height)
+    times = [info.duration / 2, 0.3, info.duration * 0.9, info.duration / 2]
+    assert np.array_equal(forward_read(times), decord_read(times))

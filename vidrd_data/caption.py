@@ -287,7 +287,7 @@ class CaptionClips(Stage):
             raise FileNotFoundError(f"no such file: {path}")
         if os.path.getsize(path) == 0:
             raise VideoError("empty file (0 bytes)")
-        info, read = open_video(path)
+        info, read = open_video(path, reader="pyav")  # a few frames per video: decode forward, convert only those
         if info.num_frames < 2:
             raise VideoError("video has one frame: no clip to caption")
         # decord's times are float32: round off their noise (a microsecond is finer than any stream's time base)

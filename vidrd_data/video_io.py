@@ -50,7 +50,7 @@ def _rotation_pyav(path: str) -> int:
         return 0
 
 
-def _open_decord(path: str, rotation: bool):
+def _open_decord(path: str, rotation: bool, reader: str = "decord"):
     import decord
 
     vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
@@ -58,16 +58,22 @@ def _open_decord(path: str, rotation: bool):
     if n == 0:
         raise VideoError("video has no frames")
     ts = vr.get_frame_timestamp(range(n))
+    starts = ts[:, 0].astype(float)
+    if reader == "pyav":
+        forward = ForwardReader(path, starts, vr.get_key_indices())
+        h, w = forward.first.shape[:2]  # the first frame, upright, decoded by the reader that goes on from it
+        info = VideoInfo(float(ts[-1][1]), n, float(vr.get_avg_fps()), int(w), int(h), forward.rotation, "decord",
+                         starts)
+        return info, forward.read
     first = vr.get_batch([0]).asnumpy()  # eva-decord returns frames upright
     if first.ndim != 4 or first.shape[-1] != 3:  # seen on tiny widths: RGBA-sized buffers that cannot be read
         raise VideoError(f"decord returned frames of shape {first.shape}")
     h, w = first.shape[1:3]
-    starts = ts[:, 0].astype(float)
     info = VideoInfo(float(ts[-1][1]), n, float(vr.get_avg_fps()), int(w), int(h),
                      _rotation_pyav(path) if rotation else 0, "decord", starts)
 
     def read(times) -> np.ndarray:
-        shown = np.clip(np.searchsorted(starts, np.asarray(times, float) + 1e-6, side="right") - 1, 0, n - 1)
+        shown = _shown(starts, times)
         try:
             return vr.get_batch(shown.tolist()).asnumpy()
         except Exception as exc:  # noqa: BLE001 - a frame decord cannot decode: PyAV may
@@ -75,6 +81,106 @@ def _open_decord(path: str, rotation: bool):
             return _read_frames_pyav(path, np.asarray(times, dtype=float))
 
     return info, read
+
+
+def _shown(starts: np.ndarray, times) -> np.ndarray:
+    """Index of the frame shown at each time: the last one starting at or before it."""
+    return np.clip(np.searchsorted(starts, np.asarray(times, float) + 1e-6, side="right") - 1, 0, len(starts) - 1)
+
+
+class ForwardReader:
+    """Frames at given times, decoded forward with PyAV from the decoder's current position.
+
+    For reading a few frames per video (a caption's middle frame): decord seeks back to the keyframe and
+    converts every frame it decodes on the way; this reader keeps one decoder open from the first frame,
+    seeks only backwards or to a keyframe past its position, converts only the frames asked for, and
+    tells the decoder to discard frames no other frame references (`skip_frame="NONREF"`) unless one is
+    asked for, which is exact: no later frame is built from them. `starts` are the probe's frame start
+    times (seconds from the first frame) and `keyframes` its keyframe indices (decord's index). A frame
+    the decoder does not deliver where the probe put it sends the read to `_read_frames_pyav`.
+    """
+
+    def __init__(self, path: str, starts: np.ndarray, keyframes):
+        import av
+
+        self.origin = float(starts[0])
+        self.path, self.starts = path, starts - self.origin  # seconds from the first frame, as PyAV's are counted
+        self.keyframes = np.asarray(sorted(set(keyframes) | {0}), dtype=int)
+        diffs = np.diff(starts)
+        self.tolerance = float(diffs[diffs > 0].min()) / 2 if (diffs > 0).any() else 1e-3
+        self.container = av.open(path)
+        self.stream = self.container.streams.video[0]
+        self.stream.codec_context.thread_count = 1  # the caller parallelizes over videos
+        self.position = -1  # index of the last frame decoded
+        self.first_pts = None
+        self._rotation = 0
+        self.packets = self.container.demux(self.stream)
+        self.pending: list = []  # frames decoded but not yet looked at
+        frames = self._decode_until([0])
+        self.first = frames[0]
+        self.rotation = self._rotation
+
+    def read(self, times) -> np.ndarray:
+        shown = _shown(self.starts + self.origin, times)
+        wanted = sorted(set(shown.tolist()))
+        try:
+            frames = dict(zip(wanted, self._decode_until(wanted)))
+        except Exception as exc:  # noqa: BLE001 - a frame this reader cannot place: decode from the start
+            log.debug("forward read of %s failed (%s); decoding from the start", self.path, exc)
+            return _read_frames_pyav(self.path, np.asarray(times, dtype=float))
+        return np.stack([frames[i] for i in shown])
+
+    def _seek(self, index: int) -> None:
+        key = int(self.keyframes[np.searchsorted(self.keyframes, index, side="right") - 1])
+        if key == 0 and self.first_pts is not None:
+            target = self.first_pts
+        else:
+            target = round(self.starts[key] / float(self.stream.time_base)) + (self.first_pts or 0)
+        self.container.seek(target, stream=self.stream, backward=True)
+        self.packets = self.container.demux(self.stream)
+        self.pending = []
+        self.position = key - 1
+
+    def _decode_until(self, wanted: list[int]) -> list[np.ndarray]:
+        out = []
+        for index in wanted:
+            key = self.keyframes[np.searchsorted(self.keyframes, index, side="right") - 1]  # the last one before it
+            if index <= self.position or key > self.position + 1:  # behind us, or a keyframe lets us skip ahead
+                self._seek(index)
+            out.append(self._decode_to(index))
+        return out
+
+    def _decode_to(self, index: int) -> np.ndarray:
+        time_base = float(self.stream.time_base)
+        target = self.starts[index]
+        for frame in self._frames(target):
+            if frame.pts is None:
+                continue
+            if self.first_pts is None:
+                self.first_pts = frame.pts
+            t = (frame.pts - self.first_pts) * time_base
+            if t > target + self.tolerance:
+                raise VideoError(f"frame at {target:.3f} s not delivered (next: {t:.3f} s)")
+            if abs(t - target) <= self.tolerance:
+                self.position = index
+                self._rotation = int(getattr(frame, "rotation", 0) or 0)
+                return _rotate(frame.to_ndarray(format="rgb24"), self._rotation)
+        raise VideoError(f"frame at {target:.3f} s not delivered (end of stream)")
+
+    def _frames(self, target: float):
+        """Decoded frames in display order; frames a packet gives beyond the one returned wait for the next read."""
+        time_base = float(self.stream.time_base)
+        context = self.stream.codec_context
+        while True:
+            while self.pending:
+                yield self.pending.pop(0)
+            packet = next(self.packets, None)
+            if packet is None:
+                return
+            asked = (packet.pts is None or self.first_pts is None
+                     or abs((packet.pts - self.first_pts) * time_base - target) <= self.tolerance)
+            context.skip_frame = "DEFAULT" if asked else "NONREF"
+            self.pending = list(packet.decode())
 
 
 def _probe_decord(path: str) -> VideoInfo:
@@ -108,18 +214,21 @@ def _probe_pyav(path: str) -> VideoInfo:
         return VideoInfo(float(end - times[0]), len(times), fps, w, h, rotation, "pyav", times - times[0])
 
 
-def open_video(path: str | os.PathLike, rotation: bool = False):
+def open_video(path: str | os.PathLike, rotation: bool = False, reader: str = "decord"):
     """Open a video once; return its `VideoInfo` and a function giving the frames shown at given times.
 
     decord first (its reader is kept open, so many reads cost one open), PyAV when decord cannot open the
     file. `rotation=False` skips reading the rotation metadata (one PyAV decode); frames are upright either
-    way. The reader belongs to the thread that opened it.
+    way. `reader="pyav"`: decord still probes, but frames come from a `ForwardReader` (cheaper when a few
+    frames are read per video; it reads the rotation anyway). The reader belongs to the thread that opened it.
     """
+    if reader not in ("decord", "pyav"):
+        raise ValueError(f"reader must be 'decord' or 'pyav', got {reader!r}")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
     try:
-        return _open_decord(path, rotation)
+        return _open_decord(path, rotation, reader)
     except Exception as exc:  # noqa: BLE001 - decord fails on some containers/codecs; PyAV is the fallback
         log.debug("decord could not open %s (%s); trying PyAV", path, exc)
     try:
