@@ -3,7 +3,8 @@
 The demo and the tests point the project's real loading code (`from_pretrained(dir)`, open_clip's factory,
 MiniGPT-4's `torch.load(..., weights_only=True)["model"]`) at these instead of hub checkpoints, so everything runs offline. Each model
 is built at a tiny size under a fixed seed, every parameter is overwritten by the same seeded rule, and the files are
-laid out as the corresponding hub repository or released checkpoint lays them out. Tokenizers are real tokenizer files
+laid out as the corresponding hub repository or released checkpoint lays them out; the video metrics' I3D and C3D
+networks get TorchScript stand-ins with the published files' call signatures. Tokenizers are real tokenizer files
 built offline: CLIP's from the BPE vocabulary that open_clip ships in its wheel, OPT's and LLaMA's trained on a small
 fixed corpus.
 
@@ -16,6 +17,7 @@ import gzip
 import io
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +85,7 @@ _TOKENIZER_CORPUS = (
 
 
 def write_tiny_models(out_dir: str | Path) -> dict[str, Path]:
-    """Writes all four tiny models under `out_dir` and returns the path of each part by name.
+    """Writes all four tiny models and the metric networks' stand-ins under `out_dir`; returns each part's path by name.
 
     The open_clip model's name is its config file's stem, as open_clip names the configs it registers.
     """
@@ -92,6 +94,7 @@ def write_tiny_models(out_dir: str | Path) -> dict[str, Path]:
     open_clip = write_tiny_open_clip(out_dir / "open_clip")
     minigpt4 = write_tiny_minigpt4(out_dir / "minigpt4")
     stable_diffusion = write_tiny_stable_diffusion(out_dir / "stable_diffusion")
+    extractors = write_standin_extractors(out_dir / "extractors")
     return {
         "blip2": blip2,
         "open_clip_config": open_clip.config_path,
@@ -101,6 +104,8 @@ def write_tiny_models(out_dir: str | Path) -> dict[str, Path]:
         "minigpt4_llama": minigpt4.llama_dir,
         "minigpt4_projection": minigpt4.projection_checkpoint,
         "stable_diffusion": stable_diffusion,
+        "i3d": extractors["i3d"],
+        "c3d": extractors["c3d"],
     }
 
 
@@ -668,3 +673,62 @@ def clip_bpe_vocabulary(vocab_size: int) -> tuple[dict[str, int], list[str]]:
     tokens += ["".join(merge.split()) for merge in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
     return {token: i for i, token in enumerate(tokens)}, merges
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stand-ins for stylegan-v's metric networks (I3D for FVD, C3D for IS)
+
+
+class StandinI3D(nn.Module):
+    """A tiny network with the call signature of stylegan-v's `i3d_torchscript.pt`: uint8 `[B, 3, T, H, W]` in;
+    `rescale` maps [0, 255] to [-1, 1], `resize` resizes frames bilinearly to 224×224; returns 32 features
+    (`return_features`) or 400 Kinetics-style logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(3, 8, kernel_size=(2, 16, 16), stride=(2, 16, 16))
+        self.features = nn.Linear(16, 32)
+        self.logits = nn.Linear(32, 400)
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        x = x.float()
+        if rescale:
+            x = x / 127.5 - 1.0
+        if resize:
+            b, c, t, h, w = x.shape
+            frames = x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+            frames = nn.functional.interpolate(frames, size=(224, 224), mode="bilinear", align_corners=False)
+            x = frames.reshape(b, t, c, 224, 224).permute(0, 2, 1, 3, 4)
+        h = torch.tanh(self.conv(x)).flatten(2)  # [B, 8, positions]
+        features = self.features(torch.cat([h.mean(dim=2), h.std(dim=2)], dim=1))
+        return features if return_features else self.logits(features)
+
+
+class StandinC3D(nn.Module):
+    """A tiny network with the call signature of stylegan-v's `c3d_ucf101.pt`: uint8 `[B, 3, 16, 112, 112]` in,
+    softmax probabilities over the 101 UCF-101 classes out."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(3, 8, kernel_size=(4, 16, 16), stride=(4, 16, 16))
+        self.classes = nn.Linear(16, 101)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.conv(x.float() / 127.5 - 1.0)).flatten(2)
+        logits = self.classes(torch.cat([h.mean(dim=2), h.std(dim=2)], dim=1))
+        return torch.softmax(logits, dim=1)
+
+
+def write_standin_extractors(out_dir: str | Path) -> dict[str, Path]:
+    """Writes TorchScript stand-ins for the FVD and IS networks, `i3d_torchscript.pt` and `c3d_ucf101.pt`, under
+    `out_dir` and returns their paths by kind ("i3d", "c3d"). Seeded weights: the same files on every run."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"i3d": out_dir / "i3d_torchscript.pt", "c3d": out_dir / "c3d_ucf101.pt"}
+    # Wide draws (std 1): at 0.02 every video would get nearly the same features and the same class probabilities.
+    for kind, module in (("i3d", StandinI3D()), ("c3d", StandinC3D())):
+        with warnings.catch_warnings():  # torch deprecates TorchScript; the files it stands in for are TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.jit.script(randomize_parameters(module.eval(), std=1.0)).save(str(paths[kind]))
+    return paths

@@ -1,0 +1,120 @@
+"""Load the I3D (FVD) and C3D (IS) networks from stylegan-v's TorchScript files and run them on uint8 clips.
+
+TorchScript files carry code as well as weights and `torch.jit.load` runs it: load only files you trust (the
+published metric files, or the stand-ins that `vidrd_data.demo_models.write_standin_extractors` writes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Both files are the ones universome/stylegan-v's src/metrics/ download.
+I3D_HINT = "stylegan-v's metric file https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt"
+C3D_HINT = "stylegan-v's metric file https://www.dropbox.com/s/jxpu7avzdc9n97q/c3d_ucf101.pt"
+
+_KINDS = {
+    # kind: (file name, metric, CLI option, hint)
+    "i3d": ("i3d_torchscript.pt", "FVD", "--i3d", I3D_HINT),
+    "c3d": ("c3d_ucf101.pt", "IS", "--c3d", C3D_HINT),
+}
+
+
+class MissingExtractor(FileNotFoundError):
+    """The TorchScript file a metric needs is not there; `str()` is one line saying which, why, and where from."""
+
+    def __init__(self, kind: str, path: str | Path | None):
+        name, metric, option, hint = _KINDS[kind]
+        where = f"not found at {path}" if path is not None else "no path given"
+        super().__init__(
+            f"{metric} needs the {kind.upper()} network {name} ({where}); pass it with {option} PATH; "
+            f"it is usually obtained from {hint}"
+        )
+        self.kind, self.path = kind, path
+
+
+@dataclass
+class Extractor:
+    """A loaded feature network and where it came from (`sha256` pins the file in reports and cache keys)."""
+
+    kind: str  # "i3d" | "c3d"
+    path: Path
+    sha256: str
+    module: object  # torch.jit.ScriptModule
+    device: str
+
+
+def file_sha256(path: str | Path) -> str:
+    """Return the hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_extractor(kind: str, path: str | Path | None, device: str = "cpu") -> Extractor:
+    """Return the TorchScript network `kind` ("i3d" or "c3d") loaded from `path` in eval mode on `device`.
+
+    Raises MissingExtractor when `path` is None or not a file. The file's code runs on load: trusted files only.
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"unknown extractor kind {kind!r} (use i3d or c3d)")
+    if path is None or not Path(path).is_file():
+        raise MissingExtractor(kind, path)
+    import torch
+
+    path = Path(path)
+    with warnings.catch_warnings():  # torch deprecates TorchScript, but the published metric files exist only as such
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location=device).eval()
+    log.info("loaded %s from %s on %s", kind, path, device)
+    return Extractor(kind, path, file_sha256(path), module, device)
+
+
+def _to_channels_first(videos, expected: tuple[int, ...] | None = None):
+    """Return uint8 `[B, T, H, W, 3]` videos (numpy or torch) as a contiguous uint8 tensor `[B, 3, T, H, W]`."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(videos) if not isinstance(videos, torch.Tensor) else videos)
+    if x.dtype != torch.uint8 or x.ndim != 5 or x.shape[-1] != 3:
+        raise ValueError(f"videos must be uint8 [B, T, H, W, 3], got {x.dtype} {tuple(x.shape)}")
+    if expected is not None and tuple(x.shape[1:4]) != expected:
+        raise ValueError(f"videos must have T, H, W = {expected}, got {tuple(x.shape[1:4])}")
+    return x.permute(0, 4, 1, 2, 3).contiguous()
+
+
+def i3d_features(ext: Extractor, videos) -> np.ndarray:
+    """Return the I3D features `[B, D]` (float64) of uint8 videos `[B, T, H, W, 3]`, as stylegan-v's FVD takes them
+    (the network rescales [0, 255] to [-1, 1] and resizes frames to 224×224 itself)."""
+    import torch
+
+    x = _to_channels_first(videos).to(ext.device)
+    with torch.no_grad():
+        features = ext.module(x, rescale=True, resize=True, return_features=True)
+    return features.detach().double().cpu().numpy().reshape(len(x), -1)
+
+
+def c3d_probabilities(ext: Extractor, videos) -> np.ndarray:
+    """Return the C3D class probabilities `[B, K]` (float64) of uint8 videos `[B, 16, 112, 112, 3]`.
+
+    A network whose rows are not probabilities (negative, or not summing to 1) is refused with ValueError rather
+    than softmaxed here: a wrong file would otherwise give a plausible-looking score.
+    """
+    import torch
+
+    x = _to_channels_first(videos, expected=(16, 112, 112)).to(ext.device)
+    with torch.no_grad():
+        probs = ext.module(x).detach().double().cpu().numpy()
+    if probs.ndim != 2 or len(probs) != len(x):
+        raise ValueError(f"C3D network {ext.path} returned shape {probs.shape}, expected [{len(x)}, classes]")
+    if (probs < 0).any() or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError(f"C3D network {ext.path} does not return class probabilities (rows must be ≥ 0, sum to 1)")
+    return probs
