@@ -1,7 +1,8 @@
 """The embedded demo corpus: written offline and deterministically by `vidrd-data demo OUT`.
 
     OUT/images/            real photographs (scikit-image's bundled test images) + captions.csv
-    OUT/actions/           UCF-101-like `Class/v_Class_gNN_cNN.mp4` clips + classInd.txt / trainlist01.txt
+    OUT/actions/           UCF-101-like `Class/v_Class_gNN_cNN.mp4` clips + classInd.txt / trainlist01.txt,
+                           class_prompts.json (class → prompt, for `vidrd-eval ucf101`)
     OUT/long/              long videos with hard scene cuts; their true cut times in cuts.json
     OUT/models/            tiny randomly initialised models in the real on-disk formats
     OUT/recipe.toml        every path above, for the recipe builder
@@ -147,6 +148,8 @@ def write_actions(out: Path) -> Path:
             train.append(f"{rel} {c + 1}")
     (out / "classInd.txt").write_text("".join(f"{i + 1} {c}\n" for i, c in enumerate(ACTION_CLASSES)))
     (out / "trainlist01.txt").write_text("\n".join(train) + "\n")
+    # one prompt per class for `vidrd-eval ucf101 --class-prompts` (the shipped prompts cover UCF-101's classes only)
+    (out / "class_prompts.json").write_text(json.dumps(ACTION_CLASSES, indent=2) + "\n")
     return out
 
 

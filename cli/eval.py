@@ -1,0 +1,429 @@
+"""`vidrd-eval`: FVD, IS and CLIPSIM of generated videos, and the UCF-101 zero-shot protocol. Argument parsing and
+printing only."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli._app import run_app
+from rich.console import Console
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Evaluate generated videos: FVD (I3D), IS (C3D), CLIPSIM (CLIP), and the UCF-101 zero-shot protocol.",
+)
+out = Console(soft_wrap=True)
+
+
+class UsageProblem(Exception):
+    """Bad input from the user: reported as one line with exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------- shared options
+
+GeneratedArg = typer.Argument(..., help="Generated videos: a folder (recursive) or a manifest directory.")
+RealArg = typer.Argument(..., help="Real videos: a folder (recursive) or a manifest directory.")
+I3dOpt = typer.Option(None, "--i3d", help="stylegan-v's i3d_torchscript.pt (FVD).")
+C3dOpt = typer.Option(None, "--c3d", help="stylegan-v's c3d_ucf101.pt (IS).")
+NumFramesOpt = typer.Option(16, "--num-frames", help="Frames per clip for FVD and CLIPSIM (IS: C3D's 16).")
+ResolutionOpt = typer.Option(224, "--resolution", help="Short side resized to this, centre-cropped square (IS: 112).")
+StrideOpt = typer.Option(1, "--stride", help="Take every stride-th frame.")
+PadShortOpt = typer.Option(False, "--pad-short", help="Repeat the last frame of too-short videos instead of failing them.")
+BatchOpt = typer.Option(8, "--batch-size", help="Videos per forward pass (and per cached chunk).")
+DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda or cuda:N.")
+SplitsOpt = typer.Option(10, "--is-splits", help="IS: mean ± std over this many splits (stylegan-v: 10).")
+CacheOpt = typer.Option(None, "--cache", help="Cache features per chunk here: a rerun resumes and reuses them.")
+ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+
+# the UCF-101 protocol's sampler (generate.SamplerSettings); 16 frames = 8 + 4 + 4 with --overlap drop
+UCF101Opt = typer.Option(..., "--ucf101", help="UCF-101 folder (UCF-101/ and ucfTrainTestlist/, or Class/ folders with classInd.txt, trainlist01.txt).")
+NumVideosOpt = typer.Option(None, "-n", "--num-videos", help="Generated videos, split over the classes as train split 1 (default 10000; 2048 and 2020 are also used).")
+ClassPromptsOpt = typer.Option(None, "--class-prompts", help="JSON object class → prompt (default: the 101 prompts vidrd ships).")
+ClipsOpt = typer.Option(3, "--clips", help="Clips per video (K).")
+FramesOpt = typer.Option(8, "--frames", help="Frames per clip (N).")
+OverlapFramesOpt = typer.Option(4, "--overlap-frames", help="M: frames each clip shares with the previous one.")
+OverlapOpt = typer.Option("drop", "--overlap", help="drop (16 distinct frames with the defaults) or keep.")
+StepsOpt = typer.Option(50, "--steps", help="DDIM steps per clip.")
+GuidanceOpt = typer.Option(7.5, "--guidance", help="Classifier-free guidance scale.")
+NoiseRecycleOpt = typer.Option(4.0, "--noise-recycle", help="β of Past-dependent Noise Sampling.")
+DenoiseGuidanceOpt = typer.Option(0.4, "--denoise-guidance", help="g of Denoising with Staged Guidance.")
+NegativeOpt = typer.Option("", "--negative-prompt", help="Negative prompt.")
+FpsOpt = typer.Option(8.0, "--fps", help="Frame rate of the written videos.")
+SeedOpt = typer.Option(42, "--seed", help="Seed of video 0; video i uses seed + i.")
+HeightOpt = typer.Option(None, "--height", help="Frame height (default: the model's).")
+WidthOpt = typer.Option(None, "--width", help="Frame width (default: the model's).")
+DtypeOpt = typer.Option("auto", "--dtype", help="U-Net and text encoder precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")
+DecodeChunkOpt = typer.Option(None, "--decode-chunk-size", help="Decode at most this many frames at a time.")
+
+
+@app.callback()
+def _root_options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _device(device: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def _settings(num_frames=16, resolution=224, stride=1, pad_short=False, batch_size=8, device="auto", is_splits=10,
+              clip_convention="raw"):
+    from vidrd_model.eval.evaluate import EvalSettings
+
+    for name, value in (("--num-frames", num_frames), ("--resolution", resolution), ("--stride", stride),
+                        ("--batch-size", batch_size), ("--is-splits", is_splits)):
+        if value < 1:
+            raise UsageProblem(f"{name} must be ≥ 1, got {value}")
+    if clip_convention not in ("raw", "clipscore"):
+        raise UsageProblem(f"--convention must be raw or clipscore, got {clip_convention!r}")
+    return EvalSettings(num_frames=num_frames, resolution=resolution, stride=stride, pad_short=pad_short,
+                        batch_size=batch_size, device=_device(device), is_splits=is_splits,
+                        clip_convention=clip_convention)
+
+
+def _require_extractor(kind: str, path: Optional[Path]) -> None:
+    """Fails before any work when a metric's network file is missing (MissingExtractor's one line)."""
+    from vidrd_model.eval.extractors import MissingExtractor
+
+    if path is None or not path.is_file():
+        raise MissingExtractor(kind, path)
+
+
+def _check_source(option: str, path: Path) -> None:
+    if not path.exists():
+        raise UsageProblem(f"{option} {path}: no such file or directory")
+
+
+def _write_result(path: Path, record: dict) -> None:
+    from vidrd_model.eval.generate import write_json
+    from vidrd_model.eval.report import software_versions
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {**record, "versions": software_versions()})
+    out.print(f"wrote {path}", markup=False, highlight=False)
+
+
+def _quiet_libraries() -> None:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+
+
+def _sampler(clips, frames, overlap_frames, overlap, steps, guidance, noise_recycle, denoise_guidance,
+             negative_prompt, fps, height, width, dtype, decode_chunk_size, device):
+    from vidrd_model.eval.generate import SamplerSettings
+    from vidrd_model.pipeline import check_sampling_args
+
+    check_sampling_args(frames, clips, steps, overlap_frames, noise_recycle, denoise_guidance, overlap)
+    if fps <= 0:
+        raise UsageProblem(f"--fps must be > 0, got {fps}")
+    if dtype == "auto":
+        dtype = "fp16" if device.startswith("cuda") else "fp32"
+    if dtype not in ("fp32", "fp16", "bf16"):
+        raise UsageProblem(f"--dtype must be auto, fp32, fp16 or bf16, got {dtype!r}")
+    return SamplerSettings(num_clips=clips, num_frames=frames, overlap_frames=overlap_frames, overlap=overlap,
+                           num_inference_steps=steps, guidance_scale=guidance, noise_recycle=noise_recycle,
+                           denoise_guidance=denoise_guidance, negative_prompt=negative_prompt, height=height,
+                           width=width, fps=fps, dtype=dtype, decode_chunk_size=decode_chunk_size)
+
+
+def _protocol(ucf101: Path, num_videos: int, class_prompts: Optional[Path]):
+    """Returns (layout, allocation, prompts) of the UCF-101 protocol for `num_videos` videos."""
+    from vidrd_model.eval import ucf101 as protocol
+
+    layout = protocol.locate(ucf101)
+    counts = protocol.class_distribution(layout)
+    prompts = protocol.load_class_prompts(list(counts), class_prompts)
+    return layout, protocol.allocate(counts, num_videos), prompts
+
+
+def _generate(model: Path, allocation: dict, prompts: dict, seed: int, sampler, gen_dir: Path, device: str,
+              progress: bool):
+    """Generates (resuming) every planned video into `gen_dir`; returns the plan."""
+    from vidrd_model.eval import generate
+
+    _quiet_libraries()
+    pipe = generate.load_pipeline(model, device, sampler.dtype)
+    plan = generate.GenerationPlan(allocation, prompts, seed, generate.resolve_size(pipe, sampler),
+                                   generate.model_identity(model))
+    generate.open_folder(gen_dir, plan)
+    done = generate.generate_videos(pipe, plan, gen_dir, device=device, progress=progress)
+    out.print(f"{gen_dir}: {done.written} videos generated, {done.skipped} already there ({done.seconds:.1f} s)",
+              markup=False, highlight=False)
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+
+
+@app.command()
+def fvd(
+    generated: Path = GeneratedArg,
+    real: Path = RealArg,
+    i3d: Optional[Path] = I3dOpt,
+    real_stats: Optional[Path] = typer.Option(None, "--real-stats", help="The real videos' (μ, Σ) .npz: reused when it matches, else computed and saved there."),
+    cache: Optional[Path] = CacheOpt,
+    out_file: Path = typer.Option(Path("fvd.json"), "--out", "-o", help="Results JSON to write."),
+    num_frames: int = NumFramesOpt, resolution: int = ResolutionOpt, stride: int = StrideOpt,
+    pad_short: bool = PadShortOpt, batch_size: int = BatchOpt, device: str = DeviceOpt, progress: bool = ProgressOpt,
+) -> None:
+    """Fréchet Video Distance between GENERATED and REAL videos (I3D features, stylegan-v's computation)."""
+    _check_source("GENERATED", generated)
+    _check_source("REAL", real)
+    _require_extractor("i3d", i3d)
+    from vidrd_model.eval.evaluate import compute_fvd
+
+    settings = _settings(num_frames, resolution, stride, pad_short, batch_size, device)
+    result = compute_fvd(generated, real, i3d, settings, real_stats_path=real_stats, cache_dir=cache,
+                         progress=progress)
+    out.print(f"FVD {result['fvd']:.2f}  ({result['num_generated']} generated vs {result['num_real']} real)",
+              markup=False, highlight=False)
+    _write_result(out_file, {"command": "fvd", "generated": str(generated), "real": str(real), **result})
+
+
+@app.command("is")
+def inception(
+    generated: Path = GeneratedArg,
+    c3d: Optional[Path] = C3dOpt,
+    cache: Optional[Path] = CacheOpt,
+    out_file: Path = typer.Option(Path("is.json"), "--out", "-o", help="Results JSON to write."),
+    is_splits: int = SplitsOpt, stride: int = StrideOpt, pad_short: bool = PadShortOpt, batch_size: int = BatchOpt,
+    device: str = DeviceOpt, progress: bool = ProgressOpt,
+) -> None:
+    """Inception Score of GENERATED videos under the UCF-101 C3D classifier (16 frames at 112×112)."""
+    _check_source("GENERATED", generated)
+    _require_extractor("c3d", c3d)
+    from vidrd_model.eval.evaluate import compute_is
+
+    settings = _settings(stride=stride, pad_short=pad_short, batch_size=batch_size, device=device,
+                         is_splits=is_splits)
+    result = compute_is(generated, c3d, settings, cache_dir=cache, progress=progress)
+    out.print(f"IS {result['is_mean']:.2f} ± {result['is_std']:.2f}  ({result['num_generated']} videos)",
+              markup=False, highlight=False)
+    _write_result(out_file, {"command": "is", "generated": str(generated), **result})
+
+
+@app.command()
+def clipsim(
+    generated: Path = GeneratedArg,
+    clip_model: Optional[str] = typer.Option(None, "--clip-model", help="open_clip model name, e.g. ViT-B-32 (with --clip-pretrained)."),
+    clip_pretrained: Optional[str] = typer.Option(None, "--clip-pretrained", help="open_clip pretrained tag or weights file, e.g. openai."),
+    clip_config: Optional[Path] = typer.Option(None, "--clip-config", help="open_clip model config JSON (offline, with --clip-checkpoint)."),
+    clip_checkpoint: Optional[Path] = typer.Option(None, "--clip-checkpoint", help="open_clip weights file (with --clip-config)."),
+    convention: str = typer.Option("raw", "--convention", help="raw: mean cosine (VidRD's, 0–1); clipscore: max(100·cos, 0)."),
+    out_file: Path = typer.Option(Path("clipsim.json"), "--out", "-o", help="Results JSON to write."),
+    num_frames: int = NumFramesOpt, resolution: int = ResolutionOpt, stride: int = StrideOpt,
+    pad_short: bool = PadShortOpt, device: str = DeviceOpt, progress: bool = ProgressOpt,
+) -> None:
+    """CLIP similarity of each GENERATED video's frames to its prompt (from the sibling STEM.json or the manifest)."""
+    by_name, by_files = clip_model is not None or clip_pretrained is not None, clip_config or clip_checkpoint
+    if by_name == bool(by_files) or (by_name and not (clip_model and clip_pretrained)) or (
+            by_files and not (clip_config and clip_checkpoint)):
+        raise UsageProblem("pass either --clip-model NAME --clip-pretrained TAG, or --clip-config JSON "
+                           "--clip-checkpoint FILE")
+    for option, path in (("--clip-config", clip_config), ("--clip-checkpoint", clip_checkpoint)):
+        if path is not None and not path.is_file():
+            raise UsageProblem(f"{option} {path}: no such file")
+    _check_source("GENERATED", generated)
+    from vidrd_model.eval.evaluate import compute_clipsim
+
+    settings = _settings(num_frames, resolution, stride, pad_short, device=device, clip_convention=convention)
+    scorer = ({"model": clip_model, "pretrained": clip_pretrained} if by_name
+              else {"config": str(clip_config), "checkpoint": str(clip_checkpoint)})
+    result = compute_clipsim(generated, scorer, settings, progress=progress)
+    out.print(f"CLIPSIM {result['clipsim']:.4f} ({convention}, {result['num_generated']} videos)",
+              markup=False, highlight=False)
+    _write_result(out_file, {"command": "clipsim", "generated": str(generated), **result})
+
+
+@app.command("real-stats")
+def real_stats(
+    real: Path = RealArg,
+    i3d: Optional[Path] = I3dOpt,
+    out_file: Path = typer.Option(..., "--out", "-o", help="The .npz to write (fvd --real-stats reads it)."),
+    cache: Optional[Path] = CacheOpt,
+    num_frames: int = NumFramesOpt, resolution: int = ResolutionOpt, stride: int = StrideOpt,
+    pad_short: bool = PadShortOpt, batch_size: int = BatchOpt, device: str = DeviceOpt, progress: bool = ProgressOpt,
+) -> None:
+    """Compute the REAL videos' I3D feature statistics once (FILE.npz, and FILE.json describing it)."""
+    _check_source("REAL", real)
+    _require_extractor("i3d", i3d)
+    from vidrd_model.eval.extractors import load_extractor
+    from vidrd_model.eval.fvd import real_statistics
+    from vidrd_model.eval.videos import list_videos
+
+    settings = _settings(num_frames, resolution, stride, pad_short, batch_size, device)
+    ext = load_extractor("i3d", i3d, settings.device)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    stats = real_statistics(list_videos(real), ext, settings.as_dict(), cache_path=out_file, cache_dir=cache,
+                            batch_size=settings.batch_size, progress=progress)
+    out.print(f"{out_file}: statistics of {stats.count} real videos"
+              + (" (already up to date)" if stats.reused else ""), markup=False, highlight=False)
+    _write_result(out_file.with_suffix(".json"), {
+        "command": "real-stats", "real": str(real), "real_stats": str(out_file), "num_real": stats.count,
+        "key": stats.key, "reused": stats.reused, "failed": [{"key": k, "reason": r} for k, r in stats.failed],
+        "i3d": {"path": str(ext.path), "sha256": ext.sha256}, "settings": settings.as_dict(),
+    })
+
+
+# ---------------------------------------------------------------------------------------------- UCF-101 protocol
+
+
+@app.command()
+def generate(
+    model: Path = typer.Option(..., "--model", help="Our VidRD model directory (VidRDPipeline.save_pretrained)."),
+    ucf101: Path = UCF101Opt,
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the videos, their JSON and plan.json (resumed)."),
+    num_videos: Optional[int] = NumVideosOpt, class_prompts: Optional[Path] = ClassPromptsOpt,
+    clips: int = ClipsOpt, frames: int = FramesOpt, overlap_frames: int = OverlapFramesOpt, overlap: str = OverlapOpt,
+    steps: int = StepsOpt, guidance: float = GuidanceOpt, noise_recycle: float = NoiseRecycleOpt,
+    denoise_guidance: float = DenoiseGuidanceOpt, negative_prompt: str = NegativeOpt, fps: float = FpsOpt,
+    seed: int = SeedOpt, height: Optional[int] = HeightOpt, width: Optional[int] = WidthOpt,
+    dtype: str = DtypeOpt, decode_chunk_size: Optional[int] = DecodeChunkOpt, device: str = DeviceOpt,
+    progress: bool = ProgressOpt,
+) -> None:
+    """Generate the UCF-101 protocol's videos (N split over the classes as train split 1, one prompt per class)."""
+    from vidrd_model.eval.ucf101 import DEFAULT_NUM_VIDEOS
+
+    device = _device(device)
+    sampler = _sampler(clips, frames, overlap_frames, overlap, steps, guidance, noise_recycle, denoise_guidance,
+                       negative_prompt, fps, height, width, dtype, decode_chunk_size, device)
+    num_videos = DEFAULT_NUM_VIDEOS if num_videos is None else num_videos
+    _, allocation, prompts = _protocol(ucf101, num_videos, class_prompts)
+    _generate(model, allocation, prompts, seed, sampler, out_dir, device, progress)
+    out.print(f"wrote {out_dir / 'plan.json'}", markup=False, highlight=False)
+
+
+@app.command("ucf101")
+def ucf101_protocol(
+    ucf101: Path = UCF101Opt,
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for results.json, results.md, caches (and the videos)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Our VidRD model directory; omit with --videos DIR to evaluate videos generated before."),
+    videos: Optional[Path] = typer.Option(None, "--videos", help="The generated videos' folder (default OUT/videos); with no --model it must be complete (`vidrd-eval generate` wrote it) and its plan.json decides N and the sampler settings."),
+    i3d: Optional[Path] = I3dOpt, c3d: Optional[Path] = C3dOpt,
+    real_stats: Optional[Path] = typer.Option(None, "--real-stats", help="The real clips' I3D statistics .npz (default OUT/real_stats.npz; reused while it matches)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache (default OUT/cache)."),
+    num_videos: Optional[int] = NumVideosOpt, class_prompts: Optional[Path] = ClassPromptsOpt,
+    clips: int = ClipsOpt, frames: int = FramesOpt, overlap_frames: int = OverlapFramesOpt, overlap: str = OverlapOpt,
+    steps: int = StepsOpt, guidance: float = GuidanceOpt, noise_recycle: float = NoiseRecycleOpt,
+    denoise_guidance: float = DenoiseGuidanceOpt, negative_prompt: str = NegativeOpt, fps: float = FpsOpt,
+    seed: int = SeedOpt, height: Optional[int] = HeightOpt, width: Optional[int] = WidthOpt,
+    dtype: str = DtypeOpt, decode_chunk_size: Optional[int] = DecodeChunkOpt,
+    num_frames: int = NumFramesOpt, resolution: int = ResolutionOpt, stride: int = StrideOpt,
+    pad_short: bool = PadShortOpt, batch_size: int = BatchOpt, is_splits: int = SplitsOpt,
+    device: str = DeviceOpt, progress: bool = ProgressOpt,
+) -> None:
+    """UCF-101 zero-shot: generate, then FVD against train split 1's clips and IS; writes results.json and .md."""
+    from vidrd_model.eval import generate as gen
+    from vidrd_model.eval.ucf101 import DEFAULT_NUM_VIDEOS, real_videos
+
+    if model is None and videos is None:
+        raise UsageProblem("pass --model DIR to generate the videos, or --videos DIR with videos generated before")
+    _require_extractor("i3d", i3d)
+    _require_extractor("c3d", c3d)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageProblem(f"--out {out_dir} exists and is not a directory")
+    device = _device(device)
+    settings = _settings(num_frames, resolution, stride, pad_short, batch_size, device, is_splits)
+    gen_dir = videos or out_dir / "videos"
+    plan = gen.read_plan(gen_dir) if model is None else None
+    if model is None:
+        if plan is None:
+            raise UsageProblem(f"--videos {gen_dir}: no plan.json (write the videos with `vidrd-eval generate`)")
+        if num_videos is not None and num_videos != plan["num_videos"]:
+            raise UsageProblem(f"-n {num_videos} but --videos {gen_dir} holds a plan for {plan['num_videos']} videos")
+        num_videos = plan["num_videos"]
+    num_videos = DEFAULT_NUM_VIDEOS if num_videos is None else num_videos
+    layout, allocation, prompts = _protocol(ucf101, num_videos, class_prompts)
+    if model is not None:
+        sampler = _sampler(clips, frames, overlap_frames, overlap, steps, guidance, noise_recycle,
+                           denoise_guidance, negative_prompt, fps, height, width, dtype, decode_chunk_size, device)
+        plan = _generate(model, allocation, prompts, seed, sampler, gen_dir, device, progress).as_dict()
+    else:
+        if plan["allocation"] != allocation or any(plan["prompts"][c] != prompts[c] for c in plan["prompts"]):
+            raise UsageProblem(f"--videos {gen_dir} was generated for other classes or prompts than --ucf101 "
+                               f"{ucf101} and --class-prompts give")
+        missing = gen.missing_videos(gen_dir, plan)
+        if missing:
+            raise UsageProblem(f"--videos {gen_dir}: {len(missing)} of {plan['num_videos']} planned videos are "
+                               f"missing (e.g. {missing[0]}); finish them with `vidrd-eval generate` or pass --model")
+    generated = gen.planned_refs(gen_dir, plan)
+    real = real_videos(layout)
+    cache = cache or out_dir / "cache"
+    real_stats = real_stats or out_dir / "real_stats.npz"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    from vidrd_model.eval.evaluate import compute_fvd, compute_is
+    from vidrd_model.eval.report import is_standin_extractor, published_as_dicts, results_table
+
+    fvd_result = compute_fvd(generated, real, i3d, settings, real_stats_path=real_stats, cache_dir=cache,
+                             progress=progress)
+    is_result = compute_is(generated, c3d, settings, cache_dir=cache, progress=progress)
+    record = {
+        "command": "ucf101",
+        "protocol": {"dataset": "UCF-101", "root": str(ucf101.resolve()), "real_split": "trainlist01"
+                     if layout.train_list else "every clip (no trainlist01.txt)", "num_real": len(real),
+                     "num_videos": plan["num_videos"],
+                     "class_prompts": str(class_prompts) if class_prompts else "vidrd_model/eval/ucf101_prompts.json",
+                     "videos": str(gen_dir)},
+        "generation": plan,
+        "settings": settings.as_dict(),
+        "extractors": {"i3d": fvd_result["i3d"], "c3d": is_result["c3d"]},
+        "standin_extractors": is_standin_extractor(i3d) or is_standin_extractor(c3d),
+        "fvd": fvd_result,
+        "is": is_result,
+        "published": published_as_dicts(),
+    }
+    out.print(f"UCF-101 zero-shot: FVD {fvd_result['fvd']:.2f}, IS {is_result['is_mean']:.2f} ± "
+              f"{is_result['is_std']:.2f}  ({plan['num_videos']} generated, {len(real)} real)",
+              markup=False, highlight=False)
+    _write_result(out_dir / "results.json", record)
+    (out_dir / "results.md").write_text(results_table([record]), encoding="utf-8")
+    out.print(f"wrote {out_dir / 'results.md'}", markup=False, highlight=False)
+
+
+@app.command()
+def report(
+    results: list[Path] = typer.Argument(..., help="results.json files written by `vidrd-eval ucf101`."),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table to this markdown file."),
+) -> None:
+    """Print the UCF-101 table: the published FVD / IS and ours, with each of our rows' settings."""
+    from vidrd_model.eval.report import results_table
+
+    records = []
+    for path in results:
+        if not path.is_file():
+            raise UsageProblem(f"{path}: no such file")
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UsageProblem(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        if not isinstance(record, dict) or record.get("command") != "ucf101":
+            raise UsageProblem(f"{path}: not a results.json of `vidrd-eval ucf101`")
+        records.append(record)
+    table = results_table(records)
+    print(table, end="")
+    if out_file is not None:
+        out_file.write_text(table, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app; user errors become one line and exit status 2 (a traceback only with --debug)."""
+    # OSError: missing files (MissingExtractor is a FileNotFoundError); ValueError: unreadable inputs
+    return run_app(app, "vidrd-eval", argv, (UsageProblem, ValueError, OSError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

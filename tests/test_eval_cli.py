@@ -1,0 +1,198 @@
+"""`vidrd-eval` end to end on a tiny model, the demo's UCF-101-shaped actions and the stand-in I3D / C3D."""
+
+import json
+
+import pytest
+import torch
+
+from cli.eval import main
+
+FAST = ["--steps", "2", "--height", "16", "--width", "16", "--resolution", "32", "--batch-size", "4",
+        "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads contend on a shared 2-core machine
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A tiny VidRD model folder, the demo's actions (3 classes × 2 clips of 16 frames) and stand-in extractors."""
+    from tests.tiny_sd import perturb_temporal_layers_, tiny_stable_diffusion
+    from vidrd_data.demo import write_actions
+    from vidrd_data.demo_models import write_standin_extractors
+    from vidrd_model.pipeline import VidRDPipeline
+
+    root = tmp_path_factory.mktemp("eval_inputs")
+    pipe = VidRDPipeline.from_stable_diffusion(str(tiny_stable_diffusion(tmp_path_factory)))
+    perturb_temporal_layers_(pipe.unet, seed=1)
+    pipe.save_pretrained(root / "model")
+    extractors = write_standin_extractors(root / "extractors")
+    return {"model": root / "model", "actions": write_actions(root / "actions"), **extractors}
+
+
+def protocol_args(inputs, out, *extra):
+    return ["ucf101", "--ucf101", inputs["actions"], "--class-prompts", inputs["actions"] / "class_prompts.json",
+            "--i3d", inputs["i3d"], "--c3d", inputs["c3d"], "--out", out, "--is-splits", "2", *FAST, *extra]
+
+
+@pytest.fixture(scope="module")
+def protocol_run(inputs, tmp_path_factory):
+    """`vidrd-eval ucf101` generating 6 videos (2 per class) and measuring them, run once for the module."""
+    out = tmp_path_factory.mktemp("ucf101_run")
+    assert main([str(a) for a in protocol_args(inputs, out, "--model", inputs["model"], "-n", "6")]) == 0
+    return out
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(code, err):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vidrd-eval: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_ucf101_writes_results_json_with_every_setting_and_a_flagged_table(protocol_run, inputs):
+    from vidrd_data.video_io import probe
+
+    videos = sorted(p.name for p in (protocol_run / "videos").glob("*.mp4"))
+    assert videos == ["00000_BalloonRise.mp4", "00001_BalloonRise.mp4", "00002_PendulumSwing.mp4",
+                      "00003_PendulumSwing.mp4", "00004_SquareSpin.mp4", "00005_SquareSpin.mp4"]
+    assert probe(protocol_run / "videos" / videos[0]).num_frames == 16  # 8 + 4 + 4 with --overlap drop
+    result = json.loads((protocol_run / "results.json").read_text())
+    assert result["protocol"]["num_videos"] == 6 and result["protocol"]["num_real"] == 6
+    assert result["protocol"]["real_split"] == "trainlist01"
+    generation = result["generation"]
+    assert generation["allocation"] == {"BalloonRise": 2, "PendulumSwing": 2, "SquareSpin": 2}
+    assert generation["seed"] == 42 and generation["prompts"]["SquareSpin"] == "a yellow square spinning in place"
+    assert {k: generation["sampler"][k] for k in ("num_clips", "num_frames", "overlap_frames", "overlap",
+                                                  "num_inference_steps", "guidance_scale", "fps", "height",
+                                                  "frames_per_video")} == {
+        "num_clips": 3, "num_frames": 8, "overlap_frames": 4, "overlap": "drop", "num_inference_steps": 2,
+        "guidance_scale": 7.5, "fps": 8.0, "height": 16, "frames_per_video": 16}
+    assert len(generation["model"]["sha256"]["unet/diffusion_pytorch_model.safetensors"]) == 64
+    assert result["settings"]["num_frames"] == 16 and result["settings"]["resolution"] == 32
+    assert result["extractors"]["i3d"]["sha256"] == result["fvd"]["i3d"]["sha256"] and len(
+        result["extractors"]["c3d"]["sha256"]) == 64
+    assert result["standin_extractors"] is True
+    assert result["fvd"]["fvd"] >= 0 and result["is"]["is_mean"] >= 1 and result["is"]["splits"] == 2
+    assert {"torch", "diffusers", "numpy", "scipy"} <= result["versions"].keys()
+    assert {r["method"]: (r["fvd"], r["inception_score"]) for r in result["published"]}["VidRD"] == (363.19, 39.37)
+    table = (protocol_run / "results.md").read_text()
+    assert "| VidRD | 363.19 | 39.37 |" in table and "| PYoCo | 355.19 | 47.76 |" in table
+    assert "STAND-IN EXTRACTORS: NUMBERS NOT COMPARABLE" in table
+    assert "N = 6 generated vs 6 real" in table and result["extractors"]["i3d"]["sha256"][:12] in table
+
+
+def test_ucf101_on_videos_generated_before_reuses_them_and_the_real_statistics(protocol_run, inputs, tmp_path,
+                                                                               capsys):
+    mtimes = {p: p.stat().st_mtime_ns for p in (protocol_run / "videos").glob("*.mp4")}
+    code, _, err = run(capsys, *protocol_args(inputs, tmp_path, "--videos", protocol_run / "videos",
+                                              "--real-stats", protocol_run / "real_stats.npz"))
+    assert code == 0, err
+    first = json.loads((protocol_run / "results.json").read_text())
+    again = json.loads((tmp_path / "results.json").read_text())
+    assert again["fvd"]["real_stats_reused"] is True
+    assert again["fvd"]["fvd"] == pytest.approx(first["fvd"]["fvd"])
+    assert again["is"]["is_mean"] == pytest.approx(first["is"]["is_mean"])
+    assert again["generation"] == first["generation"]
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_report_prints_the_published_rows_and_one_row_per_results_file(protocol_run, tmp_path, capsys):
+    code, stdout, err = run(capsys, "report", protocol_run / "results.json", protocol_run / "results.json",
+                            "--out", tmp_path / "table.md")
+    assert code == 0, err
+    assert stdout.count("STAND-IN EXTRACTORS") == 2 and "| Make-A-Video | 367.23 | 33.00 |" in stdout
+    assert "| CogVideo | 701.59 | 25.27 |" in stdout and "| Video LDM | 550.61 | 33.45 |" in stdout
+    assert (tmp_path / "table.md").read_text() == stdout
+
+
+def test_fvd_is_and_real_stats_commands_write_results_json(protocol_run, inputs, tmp_path, capsys):
+    generated, real = protocol_run / "videos", inputs["actions"]
+    code, _, err = run(capsys, "real-stats", real, "--i3d", inputs["i3d"], "--out", tmp_path / "real.npz",
+                       "--resolution", "32", "--no-progress")
+    assert code == 0, err
+    stats = json.loads((tmp_path / "real.json").read_text())
+    assert stats["num_real"] == 6 and stats["settings"]["resolution"] == 32
+    code, stdout, err = run(capsys, "fvd", generated, real, "--i3d", inputs["i3d"], "--real-stats",
+                            tmp_path / "real.npz", "--cache", tmp_path / "cache", "--resolution", "32",
+                            "--out", tmp_path / "fvd.json", "--no-progress")
+    assert code == 0, err
+    fvd = json.loads((tmp_path / "fvd.json").read_text())
+    assert fvd["real_stats_reused"] is True and fvd["num_generated"] == 6 and f"FVD {fvd['fvd']:.2f}" in stdout
+    assert fvd["command"] == "fvd" and fvd["generated"] == str(generated) and "versions" in fvd
+    code, stdout, err = run(capsys, "is", generated, "--c3d", inputs["c3d"], "--is-splits", "3",
+                            "--out", tmp_path / "is.json", "--no-progress")
+    assert code == 0, err
+    inception = json.loads((tmp_path / "is.json").read_text())
+    assert inception["splits"] == 3 and inception["num_generated"] == 6 and inception["is_mean"] >= 1
+
+
+def test_clipsim_scores_generated_videos_against_the_prompts_in_their_json(protocol_run, tmp_path, capsys):
+    from vidrd_data.demo_models import write_tiny_open_clip
+
+    clip = write_tiny_open_clip(tmp_path / "clip")
+    code, stdout, err = run(capsys, "clipsim", protocol_run / "videos", "--clip-config", clip.config_path,
+                            "--clip-checkpoint", clip.checkpoint_path, "--num-frames", "4", "--resolution", "32",
+                            "--out", tmp_path / "clipsim.json", "--no-progress")
+    assert code == 0, err
+    result = json.loads((tmp_path / "clipsim.json").read_text())
+    assert result["videos"] == 6 and result["convention"] == "raw" and -1 <= result["clipsim"] <= 1
+
+
+def test_generate_command_writes_a_plan_and_refuses_other_settings_in_the_same_folder(inputs, tmp_path, capsys):
+    args = ["generate", "--model", inputs["model"], "--ucf101", inputs["actions"], "--class-prompts",
+            inputs["actions"] / "class_prompts.json", "--out", tmp_path, "-n", "1", "--clips", "1", *FAST[:6],
+            "--device", "cpu", "--no-progress"]
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["num_videos"] == 1 and plan["allocation"] == {"BalloonRise": 1, "PendulumSwing": 0, "SquareSpin": 0}
+    assert (tmp_path / "00000_BalloonRise.mp4").is_file()
+    line = one_line_error(*run(capsys, *args, "--guidance", "5")[::2])
+    assert "plan.json was written for other settings (sampler.guidance_scale 7.5 -> 5.0)" in line
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["fvd", "{gen}", "{real}"], "FVD needs the I3D network i3d_torchscript.pt (no path given); pass it with --i3d"),
+    (["fvd", "{gen}", "{real}", "--i3d", "{tmp}/none.pt"], "not found at {tmp}/none.pt"),
+    (["is", "{gen}"], "IS needs the C3D network c3d_ucf101.pt"),
+    (["fvd", "{tmp}/nothing", "{real}", "--i3d", "{i3d}"], "GENERATED {tmp}/nothing: no such file or directory"),
+    (["clipsim", "{gen}"], "pass either --clip-model NAME --clip-pretrained TAG, or --clip-config"),
+    (["clipsim", "{gen}", "--clip-model", "ViT-B-32"], "pass either --clip-model NAME --clip-pretrained TAG"),
+    (["clipsim", "{gen}", "--clip-config", "{tmp}/c.json", "--clip-checkpoint", "{tmp}/c.pt"], "no such file"),
+    (["ucf101", "--ucf101", "{real}", "--out", "{tmp}/o", "--i3d", "{i3d}", "--c3d", "{c3d}"],
+     "pass --model DIR to generate the videos, or --videos DIR"),
+    (["ucf101", "--ucf101", "{real}", "--out", "{tmp}/o", "--model", "{model}", "--c3d", "{c3d}"], "--i3d PATH"),
+    (["ucf101", "--ucf101", "{real}", "--out", "{tmp}/o", "--videos", "{tmp}", "--i3d", "{i3d}", "--c3d", "{c3d}"],
+     "no plan.json"),
+    (["ucf101", "--ucf101", "{real}", "--out", "{tmp}/o", "--videos", "{gen}", "-n", "5", "--i3d", "{i3d}",
+      "--c3d", "{c3d}"], "-n 5 but --videos"),
+    (["ucf101", "--ucf101", "{real}", "--out", "{tmp}/o", "--videos", "{gen}", "--i3d", "{i3d}", "--c3d", "{c3d}"],
+     "no prompt for 3 of 3 classes: BalloonRise, PendulumSwing, SquareSpin"),
+    (["generate", "--model", "{model}", "--ucf101", "{tmp}/none", "--out", "{tmp}/o"], "UCF-101 folder not found"),
+    (["generate", "--model", "{tmp}", "--ucf101", "{real}", "--out", "{tmp}/o", "--class-prompts",
+      "{real}/class_prompts.json"], "not a VidRD model directory"),
+    (["generate", "--model", "{model}", "--ucf101", "{real}", "--out", "{tmp}/o", "-n", "0", "--class-prompts",
+      "{real}/class_prompts.json"], "number of videos must be ≥ 1"),
+    (["generate", "--model", "{model}", "--ucf101", "{real}", "--out", "{tmp}/o", "--overlap", "blend"],
+     "`overlap` must be one of"),
+    (["report", "{tmp}/none.json"], "none.json: no such file"),
+    (["report", "{real}/class_prompts.json"], "not a results.json of `vidrd-eval ucf101`"),
+    (["fvd", "{gen}", "{real}", "--i3d", "{i3d}", "--num-frames", "0"], "--num-frames must be ≥ 1"),
+])
+def test_bad_input_is_one_line_and_exit_status_2(protocol_run, inputs, tmp_path, capsys, argv, needle):
+    values = {"gen": protocol_run / "videos", "real": inputs["actions"], "i3d": inputs["i3d"], "c3d": inputs["c3d"],
+              "model": inputs["model"], "tmp": tmp_path}
+    line = one_line_error(*run(capsys, *[a.format(**values) for a in argv])[::2])
+    assert needle.format(**values) in line

@@ -1,0 +1,255 @@
+"""Generating the evaluation videos into a folder, resumably, so sampling and feature extraction can run apart.
+
+    OUT/plan.json                 N, the per-class allocation and prompts, the sampler settings, seeds, the model
+    OUT/00000_ApplyEyeMakeup.mp4  video i, sampled with seed + i
+    OUT/00000_ApplyEyeMakeup.json its prompt, class, seed and every sampler setting; written last: the "done" marker
+
+A rerun skips the videos whose mp4 and JSON both exist; a rerun with other settings into the same folder is refused,
+so a folder never mixes two protocols.
+
+The protocol's default video is 16 frames (`num_clips=3, num_frames=8, overlap_frames=4, overlap="drop"`: 8 + 4 + 4
+new frames). FVD (I3D) and IS (C3D) are conventionally computed on 16-frame clips, and "drop" because "keep" would
+repeat each seam's 4 overlap frames (reversed), which is not motion the model made up and would skew the statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidrd_model.eval.extractors import file_sha256
+from vidrd_model.eval.videos import VideoRef
+
+PLAN_FILE = "plan.json"
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Everything that decides a video besides its prompt and seed (the pipeline's argument names)."""
+
+    num_clips: int = 3
+    num_frames: int = 8
+    overlap_frames: int = 4
+    overlap: str = "drop"
+    num_inference_steps: int = 50
+    guidance_scale: float = 7.5
+    noise_recycle: float = 4.0
+    denoise_guidance: float = 0.4
+    negative_prompt: str = ""
+    height: int | None = None  # None: the model's own size (resolved before the plan is written)
+    width: int | None = None
+    fps: float = 8.0
+    dtype: str = "fp32"
+    decode_chunk_size: int | None = None
+
+    @property
+    def frames_per_video(self) -> int:
+        """Returns the written video's length: N + (K−1)(N−M) with "drop", K·N with "keep"."""
+        if self.overlap == "drop":
+            return self.num_frames + (self.num_clips - 1) * (self.num_frames - self.overlap_frames)
+        return self.num_clips * self.num_frames
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"frames_per_video": self.frames_per_video}
+
+
+@dataclass(frozen=True)
+class PlannedVideo:
+    """One video to generate: its place in the folder, its class, prompt and seed."""
+
+    index: int
+    class_name: str
+    prompt: str
+    seed: int
+
+    @property
+    def stem(self) -> str:
+        return f"{self.index:05d}_{self.class_name}"
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """The whole run: N videos split over classes, one prompt per class, video i seeded with `seed` + i."""
+
+    allocation: dict[str, int]
+    prompts: dict[str, str]
+    seed: int
+    sampler: SamplerSettings
+    model: dict
+
+    @property
+    def num_videos(self) -> int:
+        return sum(self.allocation.values())
+
+    def items(self) -> list[PlannedVideo]:
+        """Returns the videos class by class in class order, indices 0..N-1."""
+        classes = [cls for cls, count in self.allocation.items() for _ in range(count)]
+        return [PlannedVideo(i, cls, self.prompts[cls], self.seed + i) for i, cls in enumerate(classes)]
+
+    def as_dict(self) -> dict:
+        return {"format": PLAN_FORMAT, "num_videos": self.num_videos, "allocation": self.allocation,
+                "prompts": {cls: self.prompts[cls] for cls, n in self.allocation.items() if n},
+                "seed": self.seed, "seeds": "video i uses seed + i (torch.Generator('cpu'))",
+                "sampler": self.sampler.as_dict(), "model": self.model}
+
+
+def model_identity(model_dir: Path) -> dict:
+    """Returns what the videos are sampled from: the model folder and the sha256 of its weights."""
+    model_dir = Path(model_dir)
+    weights = sorted((model_dir / "unet").glob("*.safetensors")) + sorted((model_dir / "vae").glob("*.safetensors"))
+    return {"kind": "vidrd", "model": str(model_dir.resolve()),
+            "sha256": {w.relative_to(model_dir).as_posix(): file_sha256(w) for w in weights}}
+
+
+def _identity(plan: dict) -> dict:
+    """Returns what must match for two runs to share a folder (the model by its weights, not by where it lies)."""
+    keys = ("num_videos", "allocation", "prompts", "seed", "sampler")
+    return {k: plan.get(k) for k in keys} | {"model_sha256": (plan.get("model") or {}).get("sha256")}
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Returns "key old -> new" for every value that differs, nested keys joined by dots."""
+    diffs = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key} {a!r} -> {b!r}")
+    return diffs
+
+
+def read_plan(out_dir: Path) -> dict | None:
+    """Returns the plan.json of a generation folder, or None when it has none."""
+    path = Path(out_dir) / PLAN_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def open_folder(out_dir: Path, plan: GenerationPlan) -> None:
+    """Writes `out_dir/plan.json`, or checks that the one there is this plan; a different one is a ValueError."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} exists and is not a directory")
+    new = json.loads(json.dumps(plan.as_dict()))  # as it reads back: tuples -> lists, int keys -> str
+    old = read_plan(out_dir)
+    if old is not None:
+        diffs = _differences(_identity(old), _identity(new))
+        if diffs:
+            shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+            raise ValueError(f"{out_dir / PLAN_FILE} was written for other settings ({shown}): "
+                             f"generate into a new folder, or delete this one")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / PLAN_FILE, new)
+
+
+def is_done(out_dir: Path, item: PlannedVideo) -> bool:
+    return (out_dir / f"{item.stem}.mp4").is_file() and (out_dir / f"{item.stem}.json").is_file()
+
+
+def _planned_stems(plan: dict) -> list[tuple[str, str]]:
+    """Returns (stem, class) of a plan.json's videos, in order."""
+    classes = [cls for cls, count in plan["allocation"].items() for _ in range(count)]
+    return [(f"{i:05d}_{cls}", cls) for i, cls in enumerate(classes)]
+
+
+def missing_videos(out_dir: Path, plan: dict) -> list[str]:
+    """Returns the stems of a plan.json's videos that are not (completely) in `out_dir`."""
+    return [stem for stem, _ in _planned_stems(plan)
+            if not ((out_dir / f"{stem}.mp4").is_file() and (out_dir / f"{stem}.json").is_file())]
+
+
+def planned_refs(out_dir: Path, plan: dict) -> list[VideoRef]:
+    """Returns a plan.json's videos in `out_dir` as `VideoRef`s (prompt as text, class as label), in order; only
+    these are evaluated, whatever else lies in the folder."""
+    out_dir = Path(out_dir).resolve()
+    return [VideoRef(key=f"{stem}.mp4", path=str(out_dir / f"{stem}.mp4"), text=plan["prompts"][cls], label=cls)
+            for stem, cls in _planned_stems(plan)]
+
+
+def write_json(path: Path, record: dict) -> None:
+    """Writes `record` atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_pipeline(model_dir: Path, device: str = "cpu", dtype: str = "fp32"):
+    """Returns our VidRDPipeline from a model folder, U-Net and text encoder in `dtype` on `device` (VAE: its own)."""
+    import torch
+
+    from vidrd_model.pipeline import VidRDPipeline
+
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
+    if not (Path(model_dir) / "model_index.json").is_file():
+        raise ValueError(f"--model {model_dir}: not a VidRD model directory (no model_index.json)")
+    pipe = VidRDPipeline.from_pretrained(model_dir)
+    pipe.unet.to(device=device, dtype=dtypes[dtype])
+    if pipe.text_encoder is not None:
+        pipe.text_encoder.to(device=device, dtype=dtypes[dtype])
+    pipe.vae.to(device=device)
+    return pipe
+
+
+def resolve_size(pipe, sampler: SamplerSettings) -> SamplerSettings:
+    """Returns `sampler` with height and width filled in from the model's own size where they are None."""
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return dataclasses.replace(sampler, height=sampler.height or size, width=sampler.width or size)
+
+
+@dataclass
+class GenerationSummary:
+    written: int
+    skipped: int
+    seconds: float
+
+
+def generate_videos(pipe, plan: GenerationPlan, out_dir: Path, *, device: str = "cpu",
+                    progress: bool = True) -> GenerationSummary:
+    """Returns what was done after writing every planned video not yet in `out_dir` (call `open_folder` first)."""
+    import numpy as np
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vidrd_data.video_io import write_mp4
+    from vidrd_model.eval.report import software_versions
+
+    out_dir = Path(out_dir)
+    for stale in out_dir.glob(".*.tmp*"):  # left by a run killed while writing
+        stale.unlink()
+    s = plan.sampler
+    items = plan.items()
+    todo = [item for item in items if not is_done(out_dir, item)]
+    pipe.set_progress_bar_config(disable=True)
+    scheduler = {"class": type(pipe.scheduler).__name__, "eta": 0.0,
+                 **{k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}}
+    versions = software_versions()
+    started = time.perf_counter()
+    columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("generating", total=len(items), completed=len(items) - len(todo))
+        for item in todo:
+            clips = []
+            t0 = time.perf_counter()
+            pipe(prompt=item.prompt, negative_prompt=s.negative_prompt or None, num_frames=s.num_frames,
+                 num_clips=s.num_clips, num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
+                 generator=torch.Generator("cpu").manual_seed(item.seed), overlap_frames=s.overlap_frames,
+                 noise_recycle=s.noise_recycle, denoise_guidance=s.denoise_guidance, overlap=s.overlap,
+                 height=s.height, width=s.width, decode_chunk_size=s.decode_chunk_size, output_type="np",
+                 callback_on_clip_end=lambda _, frames: clips.append(frames[0]))
+            video = (np.concatenate(clips) * 255).round().astype(np.uint8)  # [0, 1] -> uint8, as diffusers does
+            write_mp4(out_dir / f"{item.stem}.mp4", video, fps=s.fps)
+            write_json(out_dir / f"{item.stem}.json", {
+                "video": f"{item.stem}.mp4", "frames": len(video), "index": item.index, "class": item.class_name,
+                "prompt": item.prompt, "seed": item.seed, "generator": "torch.Generator('cpu')", **s.as_dict(),
+                "scheduler": scheduler, "model": plan.model, "device": device, "versions": versions,
+                "seconds": round(time.perf_counter() - t0, 2),
+            })
+            bar.advance(task)
+    return GenerationSummary(len(todo), len(items) - len(todo), time.perf_counter() - started)
