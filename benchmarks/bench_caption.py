@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--videos", type=int, default=128, help="videos per corpus (one clip each)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--decode-threads", type=int, default=CaptionOptions.decode_threads)
+    parser.add_argument("--decode-workers", type=int, default=CaptionOptions.decode_workers)
+    parser.add_argument("--decode-in", default=CaptionOptions.decode_in, choices=("processes", "threads"))
     parser.add_argument("--runs", default="demo:5,demo:1,ucf:5",
                         help="corpus:beams pairs (5 beams: the stage's default decoding; 1: greedy, a faster model)")
     args = parser.parse_args(argv)
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             table, root = video_folder(folder, layout="action")
             rows = [dict(r, input_row=i) for i, r in enumerate(table.to_pylist())]
             params = {"blip2": str(model), "beams": int(beams), "batch_size": args.batch_size,
-                      "prompt": "a video of {label},", "decode_threads": args.decode_threads}
+                      "prompt": "a video of {label},", "decode_workers": args.decode_workers,
+                      "decode_in": args.decode_in}
             stage = CaptionClips(**params)
             stage.root = str(root)
             stage.setup()

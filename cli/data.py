@@ -139,7 +139,8 @@ def caption(
     batch_size: int = typer.Option(16, "--batch-size", help="Frames per model call."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda or cuda:N."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."),
-    decode_threads: int = typer.Option(2, "--decode-threads", help="Threads decoding videos ahead of the model, per worker."),
+    decode_workers: int = typer.Option(0, "--decode-workers", help="Processes decoding and preprocessing frames ahead of the model, per worker (0: auto, a third of the cores on CPU, all but one on CUDA)."),
+    decode_in: str = typer.Option("processes", "--decode-in", help="processes (default) or threads for the decode workers."),
     workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (each loads the model)."),
     shard_size: int = ShardOpt,
     overwrite: bool = OverwriteOpt,
@@ -153,7 +154,7 @@ def caption(
         source_dataset=source_dataset, clip_seconds=clip_seconds, stride_seconds=stride_seconds,
         max_seconds=max_seconds, min_seconds=min_seconds, frames=frames, frame_policy=frame_policy, prompt=prompt,
         beams=beams, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-        batch_size=batch_size, device=device, dtype=dtype, decode_threads=decode_threads,
+        batch_size=batch_size, device=device, dtype=dtype, decode_workers=decode_workers, decode_in=decode_in,
     )
     _run_job(job, out_dir, workers, shard_size, overwrite, progress)
 

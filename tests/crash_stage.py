@@ -1,4 +1,5 @@
-"""A stage for fault-tolerance tests: the first worker to reach row 5 kills its own process (once)."""
+"""Fault-tolerance helpers: a stage whose first worker to reach row 5 kills its own process (once), and a caption
+image step that kills its decode worker on white frames."""
 
 import os
 import signal
@@ -16,3 +17,16 @@ class CrashOnce(ImageIngest):
             marker.write_text("crashed")
             os.kill(os.getpid(), signal.SIGKILL)
         return super().process(row)
+
+
+class DieOnWhiteFrames:
+    """Wraps a caption stage's image step (picklable, run in its decode workers): a white frame ends the worker
+    process the way a decoder crashing on a malformed file would."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, frames):
+        if any(frame.min() > 250 for frame in frames):
+            os._exit(1)
+        return self.inner(frames)

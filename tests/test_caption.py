@@ -1,23 +1,29 @@
 """The `caption` stage and the BLIP-2 captioner, with the tiny BLIP-2 loaded from a hub-layout directory through the
 same `from_pretrained` path a user's `--blip2 Salesforce/...` takes."""
 
+import pickle
 import threading
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cli.data import main
 from tests.conftest import shared_video
+from tests.crash_stage import DieOnWhiteFrames
 from vidrd_data import manifest as mf
 from vidrd_data import sources
-from vidrd_data.caption import CaptionClips, CaptionOptions, choose_caption, clip_windows, prepare
+from vidrd_data.caption import CaptionClips, CaptionOptions, ClipDecoder, choose_caption, clip_windows, prepare
 from vidrd_data.runner import retry_failed, run_stage
-from vidrd_data.video_io import write_mp4
+from vidrd_data.video_io import VideoError, write_mp4
 
-FAST = {"beams": 1, "max_new_tokens": 4, "batch_size": 4}  # short greedy captions keep the tests quick
+# short greedy captions keep the tests quick; decode worker threads spare each test the processes' start-up (the
+# default, processes, runs in the tests that ask for it and through the CLI)
+FAST = {"beams": 1, "max_new_tokens": 4, "batch_size": 4, "decode_in": "threads"}
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +82,37 @@ def _run(table, base, out, blip2_dir, **params):
 
 
 # ---------------------------------------------------------------- the captioner
+
+
+@pytest.mark.parametrize("prompts", [None, ["a video of juggling,", None, "a much longer prompt than the others,"]])
+def test_prepare_from_worker_pixel_values_equals_the_blip2_processor(captioner, prompts):
+    images = [Image.fromarray(_frames(1, seed, h=40 + 8 * seed, w=56)[0]) for seed in range(3)]
+    if prompts is None:
+        expected = captioner.processor(images=images, return_tensors="pt")
+    else:
+        expected = captioner.processor(images=images, text=[p or "" for p in prompts], padding=True, return_tensors="pt")
+    image_inputs = pickle.loads(pickle.dumps(captioner.image_inputs()))  # as a decode worker process gets it
+    for got in (captioner.prepare(images, prompts), captioner.assemble(image_inputs([np.asarray(i) for i in images]), prompts)):
+        assert set(got) == set(expected)
+        for key in expected:
+            assert torch.equal(got[key], expected[key]), key
+
+
+def test_a_decoder_that_kills_its_worker_fails_that_file_only(tmp_path, blip2_dir):
+    root = tmp_path / "videos"
+    for i in range(4):
+        write_mp4(root / f"v{i}.mp4", _frames(12, i), fps=8)
+    write_mp4(root / "v2.mp4", np.full((12, 32, 48, 3), 255, np.uint8), fps=8)  # white: its worker dies on it
+    table, base = sources.video_folder(root)
+    stage = CaptionClips(blip2=str(blip2_dir), **{**FAST, "decode_in": "processes", "decode_workers": 1})
+    stage.root = str(base)
+    stage.setup()
+    stage._decoder = ClipDecoder(stage.options, stage.root, DieOnWhiteFrames(stage.captioner.image_inputs()))
+    results = list(stage.process_many([dict(r, input_row=i) for i, r in enumerate(table.to_pylist())]))
+    names = [Path(row["source_path"]).name for row, _ in results]
+    assert names == ["v0.mp4", "v1.mp4", "v2.mp4", "v3.mp4"]
+    assert isinstance(results[2][1], VideoError) and "decoder crashed" in str(results[2][1])
+    assert all(out[0]["caption"] for i, (_, out) in enumerate(results) if i != 2)
 
 
 def test_blip2_captioner_gives_one_caption_per_image_and_the_image_changes_it(captioner):
@@ -222,7 +259,8 @@ def test_broken_files_fail_with_their_reason_and_the_rest_of_the_shard_completes
     write_mp4(root / "one_frame.mp4", _frames(1, 3), fps=8)
     (root / "garbage.avi").write_bytes(b"RIFF" + b"\x00" * 200)
     table, base = sources.video_folder(root)
-    rows = {r["source_path"]: r for r in _run(table, base, tmp_path / "m", blip2_dir, batch_size=2)}
+    rows = {r["source_path"]: r for r in _run(table, base, tmp_path / "m", blip2_dir, batch_size=2,
+                                               decode_in="processes")}
     assert len(rows) == 7
     assert rows["a_good.mp4"]["status"] == rows["b_good.mp4"]["status"] == "ok"
     assert rows["a_good.mp4"]["caption"] and rows["b_good.mp4"]["caption"]
@@ -335,7 +373,7 @@ def test_real_videos_of_other_codecs_and_rotation_are_captioned(tmp_path, blip2_
     lines = "path\n" + "".join(f"{p}\n" for p in paths)
     (tmp_path / "list.csv").write_text(lines)
     table, base = sources.video_list(tmp_path / "list.csv")
-    rows = _run(table, base, tmp_path / "m", blip2_dir)
+    rows = _run(table, base, tmp_path / "m", blip2_dir, decode_in="processes")
     assert all(r["status"] == "ok" and r["caption"] for r in rows), [r["error"] for r in rows]
     by_name = {r["source_path"].rsplit("/", 1)[-1]: r for r in rows}
     assert (by_name["counter.mp4"]["start_frame"], by_name["counter.mp4"]["end_frame"]) == (0, 30)
@@ -365,16 +403,19 @@ def test_a_failing_model_batch_fails_only_its_clips(action_root, blip2_dir):
     assert results[2][1][0]["error"] == "captioning failed: RuntimeError: CUDA out of memory"
 
 
-def test_stopping_early_ends_the_decoder_threads(action_root, blip2_dir):
+@pytest.mark.parametrize("decode_in", ["processes", "threads"])
+def test_stopping_early_ends_the_feeder_thread(action_root, blip2_dir, decode_in):
     table, base = sources.video_folder(action_root, layout="action")
-    stage = CaptionClips(blip2=str(blip2_dir), **{**FAST, "batch_size": 1, "prefetch_batches": 1})
+    stage = CaptionClips(blip2=str(blip2_dir), **{**FAST, "batch_size": 1, "prefetch_batches": 1, "decode_in": decode_in})
     stage.root = str(base)
     stage.setup()
-    before = threading.active_count()
     results = stage.process_many([dict(r, input_row=i) for i, r in enumerate(table.to_pylist())])
     next(results)
+    assert any(t.name == "caption-feeder" for t in threading.enumerate())
     results.close()
-    assert threading.active_count() == before
+    assert not any(t.name == "caption-feeder" for t in threading.enumerate())
+    again = stage.process_many([dict(table.to_pylist()[0], input_row=0)])  # the stage goes on after a stop
+    assert [row["input_row"] for row, _ in again] == [0]
 
 
 # ---------------------------------------------------------------- the command

@@ -22,7 +22,8 @@ import string
 import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -32,7 +33,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from vidrd_data import manifest as mf
 from vidrd_data import sources
@@ -78,7 +78,8 @@ class CaptionOptions:
     device: str = "auto"
     dtype: str = "auto"
     prefetch_batches: int = 4
-    decode_threads: int = 2
+    decode_workers: int = 0  # 0: auto (see `CaptionClips.decode_workers`)
+    decode_in: str = "processes"
 
     def __post_init__(self):
         for name in ("clip_seconds", "stride_seconds", "max_seconds"):
@@ -89,11 +90,15 @@ class CaptionOptions:
             raise ValueError(f"min_seconds must be ≥ 0, got {self.min_seconds}")
         if self.stride_seconds is not None and self.clip_seconds is None:
             raise ValueError("stride_seconds needs clip_seconds")
-        for name in ("frames", "beams", "max_new_tokens", "batch_size", "prefetch_batches", "decode_threads"):
+        for name in ("frames", "beams", "max_new_tokens", "batch_size", "prefetch_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.decode_workers < 0:
+            raise ValueError(f"decode_workers must be ≥ 0 (0: auto), got {self.decode_workers}")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.decode_in not in ("processes", "threads"):
+            raise ValueError(f"decode_in must be processes or threads, got {self.decode_in!r}")
         if self.frame_policy not in FRAME_POLICIES:
             raise ValueError(f"unknown frame policy {self.frame_policy!r} (use {', '.join(FRAME_POLICIES)})")
         if self.frame_policy == "middle" and self.frames > 1:
@@ -231,51 +236,18 @@ def frame_groups(clips: list[Clip], size: int) -> list[list[int]]:
     return groups
 
 
-class CaptionClips(Stage):
-    """Cut each video into clips and caption each clip with BLIP-2 (pipelined: decode runs ahead of the model)."""
+@dataclass
+class ClipDecoder:
+    """Plans rows into clips, decodes their frames and turns them into model inputs: the stage's work that runs
+    ahead of the model, in decode worker processes (or threads). Picklable: options, root and the captioner's
+    image step (`Blip2ImageInputs`), no model."""
 
-    name = "caption"
-    kind = "video_clip"
-    fields = [pa.field("captioning", CAPTIONING)]
+    options: CaptionOptions
+    root: str | None
+    image_inputs: Callable[[list[np.ndarray]], np.ndarray]
 
-    def __init__(self, **params: Any):
-        super().__init__(**params)
-        self.options = CaptionOptions(**params)
-        self.captioner = None
-        self.model_wait_s = 0.0  # how long the model waited for decoded frames in the last `process_many`
-
-    def setup(self) -> None:
-        from vidrd_data.captioners.blip2 import Blip2Captioner
-
-        o = self.options
-        self.captioner = Blip2Captioner(
-            o.blip2,
-            device=o.device,
-            dtype=o.dtype,
-            num_beams=o.beams,
-            max_new_tokens=o.max_new_tokens,
-            repetition_penalty=o.repetition_penalty,
-            batch_size=o.batch_size,
-        )
-
-    @classmethod
-    def gpus_per_task(cls, params: dict) -> float:
-        """Return 1 when the model will run on CUDA (`auto` counts as CUDA when this machine has a GPU)."""
-        device = str(params.get("device") or "auto")
-        if device == "auto":
-            import torch
-
-            return 1.0 if torch.cuda.is_available() else 0.0
-        return super().gpus_per_task(params)
-
-    def input_sample_id(self, row: dict) -> str:
-        """Return the id of the failed row standing for an input: its source and, when given, its span (ms)."""
-        source = row.get("source_path") or f"input:{row['input_row']}"
-        span = _input_span(row)
-        span = None if span is None else [None if t is None else round(t, 3) for t in span]
-        return make_sample_id(self.kind, row.get("source_dataset"), source, span)
-
-    # ---------------------------------------------------------------- per row
+    def resolve(self, path: str | None) -> str | None:
+        return mf.resolve(path, self.root)
 
     def plan(self, index: int, row: dict) -> tuple[_Planned, Callable[[list[float]], np.ndarray]]:
         """Return the clips of one input row with the times of the frames to caption, and the opened video's reader."""
@@ -322,8 +294,9 @@ class CaptionClips(Stage):
         return template.format(label=humanize_label(row["label"]) if row.get("label") else "")
 
     def decode(self, path: str, clips: list[Clip], read=None) -> list[np.ndarray | str]:
-        """Return each clip's frames, or why its decode failed; one read for all of them (with `read`, the
-        reader of an open video) when it succeeds, else `video_io.read_frames` clip by clip."""
+        """Return each clip's model inputs (its frames' pixel values), or why its decode failed; one read for all
+        of them (with `read`, the reader of an open video) when it succeeds, else `video_io.read_frames` clip by
+        clip."""
         try:
             frames = (read or partial(read_frames, path))([t for clip in clips for t in clip.frame_times])
         except Exception:  # noqa: BLE001 - one bad clip must not fail the others: read them one by one
@@ -340,9 +313,17 @@ class CaptionClips(Stage):
                 except Exception as exc:  # noqa: BLE001
                     out.append(f"clip decode failed: {type(exc).__name__}: {exc}")
             offset += n
-        return out
+        return [self._pixels(x) for x in out]
 
-    def _plan_and_decode_first(self, index: int, row: dict) -> tuple[_Planned, list[list[int]], list[np.ndarray | str]]:
+    def _pixels(self, frames: np.ndarray | str) -> np.ndarray | str:
+        if isinstance(frames, str):
+            return frames
+        try:
+            return self.image_inputs(list(frames))
+        except Exception as exc:  # noqa: BLE001 - a frame the preprocessor refuses fails its clip only
+            return f"frame preprocessing failed: {type(exc).__name__}: {exc}"
+
+    def plan_and_decode_first(self, index: int, row: dict) -> tuple[_Planned, list[list[int]], list[np.ndarray | str]]:
         """Plan a row and decode its first group of clips (all of a short video's): one task of the decode pool."""
         try:
             planned, read = self.plan(index, row)
@@ -351,6 +332,58 @@ class CaptionClips(Stage):
         groups = frame_groups(planned.clips, self.options.batch_size)
         path = self.resolve(row["source_path"])
         return planned, groups, self.decode(path, [planned.clips[c] for c in groups[0]], read)
+
+
+class CaptionClips(Stage):
+    """Cut each video into clips and caption each clip with BLIP-2 (pipelined: decode runs ahead of the model)."""
+
+    name = "caption"
+    kind = "video_clip"
+    fields = [pa.field("captioning", CAPTIONING)]
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self.options = CaptionOptions(**params)
+        self.captioner = None
+        self.model_wait_s = 0.0  # how long the model waited for decoded frames in the last `process_many`
+        self._decoder: ClipDecoder | None = None
+        self._pool = None
+
+    def setup(self) -> None:
+        from vidrd_data.captioners.blip2 import Blip2Captioner
+
+        o = self.options
+        self.captioner = Blip2Captioner(
+            o.blip2,
+            device=o.device,
+            dtype=o.dtype,
+            num_beams=o.beams,
+            max_new_tokens=o.max_new_tokens,
+            repetition_penalty=o.repetition_penalty,
+            batch_size=o.batch_size,
+        )
+
+    @classmethod
+    def gpus_per_task(cls, params: dict) -> float:
+        """Return 1 when the model will run on CUDA (`auto` counts as CUDA when this machine has a GPU)."""
+        device = str(params.get("device") or "auto")
+        if device == "auto":
+            import torch
+
+            return 1.0 if torch.cuda.is_available() else 0.0
+        return super().gpus_per_task(params)
+
+    def input_sample_id(self, row: dict) -> str:
+        """Return the id of the failed row standing for an input: its source and, when given, its span (ms)."""
+        source = row.get("source_path") or f"input:{row['input_row']}"
+        span = _input_span(row)
+        span = None if span is None else [None if t is None else round(t, 3) for t in span]
+        return make_sample_id(self.kind, row.get("source_dataset"), source, span)
+
+    # ---------------------------------------------------------------- per row
+
+    def prompt_for(self, row: dict) -> str | None:
+        return self.decoder().prompt_for(row)
 
     def rows_of(self, row: dict, planned: _Planned) -> list[dict]:
         """Return the output rows of one fully captioned input row: one per clip, ok or failed."""
@@ -401,18 +434,55 @@ class CaptionClips(Stage):
     def process_many(self, rows: list[dict]) -> Iterator[tuple[dict, list[dict] | Exception]]:
         """Yield each input row with its clip rows in input order, captioning while the next batches decode.
 
-        A decoder thread has rows probed and decoded on `decode_threads` pool threads, in input order, and turns
-        their frames into prepared batches, at most `prefetch_batches` ahead of the model; this thread only runs
-        the model and assembles the rows.
+        `decode_workers` worker processes (`decode_in="threads"`: threads) probe rows, decode their frames and
+        preprocess them into pixel values, in input order; a feeder thread assembles batches at most
+        `prefetch_batches` ahead of the model; this thread only runs the model and assembles the rows. Processes,
+        because a small model's generation loop is Python: sharing the interpreter lock with decoding and
+        preprocessing slows it down more than the decoding costs.
         """
         if self.captioner is None:
             self.setup()
         with self._cores_left_to_decoders():
             yield from self._pipeline(rows)
 
+    @property
+    def decode_workers(self) -> int:
+        """`decode_workers`, or when 0: on CUDA all cores but one (at most 8); on the CPU a third of the cores (at
+        least one), since decoding and preprocessing a clip cost about half what the model does (benchmarks/)."""
+        if self.options.decode_workers:
+            return self.options.decode_workers
+        if self.captioner is not None and self.captioner.device.type == "cuda":
+            return max(1, min(8, _cores() - 1))
+        return max(1, _cores() // 3)
+
+    def decoder(self) -> ClipDecoder:
+        """Return what the decode workers run: this stage's planning, decoding and the captioner's image step."""
+        if self._decoder is None:
+            if self.captioner is None:
+                self.setup()
+            self._decoder = ClipDecoder(self.options, self.root, self.captioner.image_inputs())
+        return self._decoder
+
+    def _decode_pool(self, renew: bool = False):
+        """Return the decode workers' pool (kept for the stage's life: starting a process costs a second or two);
+        `renew` replaces a broken one."""
+        if renew and self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self._pool is None:
+            workers = self.decode_workers
+            if self.options.decode_in == "threads":
+                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="caption-decode")
+            else:
+                import multiprocessing as mp
+
+                self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                                 initializer=_init_decode_worker, initargs=(os.getpid(),))
+        return self._pool
+
     @contextmanager
     def _cores_left_to_decoders(self):
-        """On the CPU, run torch on the cores the decode threads leave (at least one), then restore its setting."""
+        """On the CPU, run torch on the cores the decode workers leave (at least one), then restore its setting."""
         import torch
 
         if self.captioner.device.type != "cpu":
@@ -420,9 +490,8 @@ class CaptionClips(Stage):
             return
         # torch's intra-op threads spin-wait: on a busy machine a model sharing every core with the decoders runs
         # several times slower than one given the rest.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         previous = torch.get_num_threads()
-        torch.set_num_threads(max(1, cores - self.options.decode_threads))
+        torch.set_num_threads(max(1, _cores() - self.decode_workers))
         try:
             yield
         finally:
@@ -432,7 +501,8 @@ class CaptionClips(Stage):
         messages: queue.Queue = queue.Queue()
         slots = threading.Semaphore(self.options.prefetch_batches)  # batches prepared but not yet captioned
         stop = threading.Event()
-        decoder = threading.Thread(target=self._decode_ahead, args=(rows, messages, slots, stop), daemon=True)
+        decoder = threading.Thread(target=self._decode_ahead, args=(rows, messages, slots, stop), daemon=True,
+                                   name="caption-feeder")
         decoder.start()
         planned: dict[int, _Planned] = {}
         remaining: dict[int, int] = {}  # frames of a row still to caption
@@ -486,9 +556,11 @@ class CaptionClips(Stage):
             remaining[index] -= 1
 
     def _decode_ahead(self, rows: list[dict], messages: queue.Queue, slots: threading.Semaphore, stop: threading.Event):
-        """The decoder thread: plan and decode rows on a thread pool, in input order; send the model prepared batches."""
-        threads = self.options.decode_threads
-        images: list[Image.Image] = []
+        """The feeder thread: rows planned, decoded and preprocessed by the decode workers, in input order; the
+        model gets batches of their pixel values."""
+        workers = self.decode_workers
+        decoder = self.decoder()
+        pixels: list[np.ndarray] = []
         prompts: list[str | None] = []
         refs: list[tuple[int, int, int]] = []
 
@@ -498,65 +570,106 @@ class CaptionClips(Stage):
                     raise _Stopped
             batch = _Batch(list(refs))
             try:
-                batch.prepared = self.captioner.prepare(list(images), list(prompts))
+                batch.prepared = self.captioner.assemble(np.stack(pixels), list(prompts))
             except Exception as exc:  # noqa: BLE001 - fails this batch's clips only
                 batch.error = exc
             messages.put(batch)
-            images.clear()
+            pixels.clear()
             prompts.clear()
             refs.clear()
 
         def add(planned: _Planned, clip_nos: list[int], decoded: list[np.ndarray | str]) -> None:
-            for clip_no, frames in zip(clip_nos, decoded):
-                if isinstance(frames, str):
-                    messages.put(_ClipFailed(planned.index, clip_no, frames))
+            for clip_no, clip_pixels in zip(clip_nos, decoded):
+                if isinstance(clip_pixels, str):
+                    messages.put(_ClipFailed(planned.index, clip_no, clip_pixels))
                     continue
-                for frame_no, frame in enumerate(frames):
-                    images.append(Image.fromarray(frame))
+                for frame_no, frame_pixels in enumerate(clip_pixels):
+                    pixels.append(frame_pixels)
                     prompts.append(planned.prompt)
                     refs.append((planned.index, clip_no, frame_no))
-                    if len(images) == self.options.batch_size:
+                    if len(pixels) == self.options.batch_size:
                         flush()
 
-        pool = ThreadPoolExecutor(threads, thread_name_prefix="caption-decode")
+        def submit(fn, *args) -> tuple[Any, Any]:
+            pool = self._decode_pool()
+            return pool, pool.submit(fn, *args)
+
+        def result(task: tuple[Any, Any], fn, *args):
+            """A worker's answer. When a worker died (a decoder crashing on a malformed file, say), every task of
+            its pool fails: the pool is renewed and each task tried again; a second death is the task's own (the
+            pool it broke is renewed for the others) and raises BrokenProcessPool."""
+            for attempt in range(2):
+                pool, future = task
+                try:
+                    return future.result()
+                except BrokenProcessPool:
+                    if pool is self._pool:
+                        log.warning("a caption decode worker died; renewing the pool")
+                        self._decode_pool(renew=True)
+                    if attempt == 1:
+                        raise
+                task = submit(fn, *args)
+
         try:
             upcoming = iter(enumerate(rows))
-            ahead: deque = deque()  # rows being planned and decoded, in input order
+            ahead: deque = deque()  # (index, row, task): rows being planned and decoded, in input order
 
             def top_up() -> None:
-                while len(ahead) < 2 * threads and (item := next(upcoming, None)) is not None:
-                    ahead.append(pool.submit(self._plan_and_decode_first, *item))
+                while len(ahead) < 2 * workers and (item := next(upcoming, None)) is not None:
+                    ahead.append((*item, submit(decoder.plan_and_decode_first, *item)))
 
             top_up()
             while ahead:
                 if stop.is_set():
                     raise _Stopped
-                planned, groups, first = ahead.popleft().result()
+                index, row, task = ahead.popleft()
+                try:
+                    planned, groups, first = result(task, decoder.plan_and_decode_first, index, row)
+                except BrokenProcessPool:
+                    planned, groups, first = _Planned(index, error=VideoError("the decoder crashed on this file")), [], []
                 top_up()
                 messages.put(planned)
                 if planned.error is not None:
                     continue
                 add(planned, groups[0], first)
                 # A long video's further clips: decoded a few groups at a time, so its frames never all sit in memory.
-                path = self.resolve(rows[planned.index]["source_path"])
+                path = decoder.resolve(row["source_path"])
                 later: deque = deque()
+
+                def collect(group: list[int], task) -> None:
+                    try:
+                        decoded = result(task, decoder.decode, path, [planned.clips[c] for c in group])
+                    except BrokenProcessPool:
+                        decoded = ["the decoder crashed on this clip"] * len(group)
+                    add(planned, group, decoded)
+
                 for group in groups[1:]:
-                    later.append((group, pool.submit(self.decode, path, [planned.clips[c] for c in group])))
-                    if len(later) >= threads:
-                        group_done, future = later.popleft()
-                        add(planned, group_done, future.result())
+                    later.append((group, submit(decoder.decode, path, [planned.clips[c] for c in group])))
+                    if len(later) >= workers:
+                        collect(*later.popleft())
                 while later:
-                    group_done, future = later.popleft()
-                    add(planned, group_done, future.result())
-            if images:
+                    collect(*later.popleft())
+            if pixels:
                 flush()
             messages.put(_END)
         except _Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001 - hand any bug to the consumer rather than hang it
             messages.put(_Crash(exc))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _init_decode_worker(parent: int) -> None:
+    """A decode worker: one torch thread (the image processor's tensors), and gone when its stage's process is."""
+    import torch
+
+    from vidrd_data.runner import _exit_with_parent
+
+    torch.set_num_threads(1)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
 def _input_span(row: dict) -> tuple[float, float] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoConfig, Blip2ForConditionalGeneration, Blip2Processor
@@ -69,6 +70,37 @@ def check_model(model: str | os.PathLike) -> None:
 
 
 
+_IMAGE_PROCESSORS: dict[str, object] = {}  # model id → its image processor, loaded once per process
+
+
+class Blip2ImageInputs:
+    """Frames → BLIP-2 pixel values, exactly as `Blip2Processor` computes them (its own image processor).
+
+    Picklable (the processor loads lazily, in the process that calls it), so the caption stage's decode workers
+    preprocess frames beside decoding them and the model's process only assembles batches.
+    """
+
+    def __init__(self, model_id: str):
+        self.model_id = model_id
+        self._processor = None
+
+    def __getstate__(self) -> dict:
+        return {"model_id": self.model_id}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["model_id"])
+
+    def __call__(self, images: list) -> np.ndarray:
+        """Return float32 `(n, 3, H, W)` pixel values of PIL images or uint8 `(H, W, 3)` arrays."""
+        if self._processor is None:  # each task unpickles a new copy: load once per process
+            if self.model_id not in _IMAGE_PROCESSORS:
+                with quiet_transformers_progress():
+                    _IMAGE_PROCESSORS[self.model_id] = Blip2Processor.from_pretrained(self.model_id).image_processor
+            self._processor = _IMAGE_PROCESSORS[self.model_id]
+        images = [im if isinstance(im, Image.Image) else Image.fromarray(im) for im in images]
+        return np.asarray(self._processor(images, return_tensors="np")["pixel_values"], dtype=np.float32)
+
+
 class Blip2Captioner(Captioner):
     """Captions images with a BLIP-2 checkpoint; `caption(images, prompts)` batches them `batch_size` at a time."""
 
@@ -103,19 +135,36 @@ class Blip2Captioner(Captioner):
             self.processor = Blip2Processor.from_pretrained(self.model_id)
             self.model = Blip2ForConditionalGeneration.from_pretrained(self.model_id, dtype=self.dtype)
         self.model.to(self.device).eval()
+        self._image_inputs = None
         if self.model.config.use_decoder_only_language_model:
             # A decoder-only model continues the last token of each row: pad prompts of unequal length on the left.
             self.processor.tokenizer.padding_side = "left"
         log.info("loaded BLIP-2 %s on %s (%s)", self.model_id, self.device, self.dtype)
 
+    def image_inputs(self) -> Blip2ImageInputs:
+        """Return the picklable frames → pixel values step of `prepare` (what decode workers run)."""
+        return Blip2ImageInputs(self.model_id)
+
     def prepare(self, images: list[Image.Image], prompts: list[str | None] | None = None) -> BatchFeature:
         """Return pixel values (and prompt tokens) on the CPU; pinned for a non-blocking copy when on CUDA."""
-        if prompts is None or all(p is None for p in prompts):
-            inputs = self.processor(images=images, return_tensors="pt")
-        else:
+        if self._image_inputs is None:
+            self._image_inputs = Blip2ImageInputs(self.model_id)
+            self._image_inputs._processor = self.processor.image_processor
+        return self.assemble(self._image_inputs(images), prompts)
+
+    def assemble(self, pixel_values: np.ndarray, prompts: list[str | None] | None = None) -> BatchFeature:
+        """Return the model inputs of pixel values made by `image_inputs()` and their prompts, as `Blip2Processor`
+        makes them from images and text: each prompt tokenized and padded, the model's image tokens before it."""
+        inputs = {"pixel_values": torch.from_numpy(np.ascontiguousarray(pixel_values))}
+        if prompts is not None and any(p is not None for p in prompts):
             # With OPT an empty prompt is the bare BOS token, what generation starts from without a prompt.
-            text = [p or "" for p in prompts]
-            inputs = self.processor(images=images, text=text, padding=True, return_tensors="pt")
+            tokenizer, query_tokens = self.processor.tokenizer, self.processor.num_query_tokens
+            text = tokenizer([p or "" for p in prompts], padding=True)
+            if query_tokens is not None:  # as the processor: image tokens first, unpadded, even before BOS
+                image = tokenizer(self.processor.image_token.content * query_tokens, add_special_tokens=False)
+                text = {k: [image[k] + row for row in rows] for k, rows in text.items()}
+            inputs.update({k: torch.tensor(rows) for k, rows in text.items()})
+        inputs = BatchFeature(inputs)
         if self.device.type == "cuda":
             inputs = BatchFeature({k: v.pin_memory() for k, v in inputs.items()})
         return inputs
