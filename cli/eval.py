@@ -35,7 +35,9 @@ I3dOpt = typer.Option(None, "--i3d", help="stylegan-v's i3d_torchscript.pt (FVD)
 C3dOpt = typer.Option(None, "--c3d", help="stylegan-v's c3d_ucf101.pt (IS).")
 NumFramesOpt = typer.Option(16, "--num-frames", help="Frames per clip for FVD and CLIPSIM (IS: C3D's 16).")
 ResolutionOpt = typer.Option(224, "--resolution", help="Short side resized to this, centre-cropped square (IS: 112).")
-StrideOpt = typer.Option(1, "--stride", help="Take every stride-th frame.")
+StrideOpt = typer.Option(1, "--stride", help="Take every stride-th frame of the generated videos (clips start at frame 0).")
+RealStrideOpt = typer.Option(1, "--real-stride", help="Take every stride-th frame of the real videos (FVD), e.g. 3 to bring 25 fps UCF-101 near generated 8 fps.")
+OverwriteStatsOpt = typer.Option(False, "--overwrite-real-stats", help="Replace a --real-stats file that holds statistics of other videos or settings (refused otherwise).")
 PadShortOpt = typer.Option(False, "--pad-short", help="Repeat the last frame of too-short videos instead of failing them.")
 BatchOpt = typer.Option(8, "--batch-size", help="Videos per forward pass (and per cached chunk).")
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda or cuda:N.")
@@ -70,32 +72,66 @@ def _root_options(debug: bool = typer.Option(False, "--debug", help="Show full t
 
 
 def _device(device: str) -> str:
+    """Returns the torch device to use; one that is not one, or that this machine lacks, is a UsageProblem."""
     import torch
 
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageProblem(f"--device {device}: not a device (use auto, cpu, cuda or cuda:N)") from None
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageProblem(f"--device {device}: CUDA is not available on this machine (use cpu or auto)")
+        count = torch.cuda.device_count()
+        if kind.index is not None and kind.index >= count:
+            raise UsageProblem(f"--device {device}: this machine has {count} CUDA device(s), cuda:0 to "
+                               f"cuda:{count - 1}")
+    elif kind.type != "cpu":
+        raise UsageProblem(f"--device {device}: use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def _settings(num_frames=16, resolution=224, stride=1, pad_short=False, batch_size=8, device="auto", is_splits=10,
-              clip_convention="raw"):
+              clip_convention="raw", real_stride=1):
     from vidrd_model.eval.evaluate import EvalSettings
 
     for name, value in (("--num-frames", num_frames), ("--resolution", resolution), ("--stride", stride),
-                        ("--batch-size", batch_size), ("--is-splits", is_splits)):
+                        ("--real-stride", real_stride), ("--batch-size", batch_size), ("--is-splits", is_splits)):
         if value < 1:
             raise UsageProblem(f"{name} must be ≥ 1, got {value}")
     if clip_convention not in ("raw", "clipscore"):
         raise UsageProblem(f"--convention must be raw or clipscore, got {clip_convention!r}")
-    return EvalSettings(num_frames=num_frames, resolution=resolution, stride=stride, pad_short=pad_short,
-                        batch_size=batch_size, device=_device(device), is_splits=is_splits,
+    return EvalSettings(num_frames=num_frames, resolution=resolution, stride=stride, real_stride=real_stride,
+                        pad_short=pad_short, batch_size=batch_size, device=_device(device), is_splits=is_splits,
                         clip_convention=clip_convention)
 
 
 def _require_extractor(kind: str, path: Optional[Path]) -> None:
-    """Fails before any work when a metric's network file is missing (MissingExtractor's one line)."""
-    from vidrd_model.eval.extractors import MissingExtractor
+    """Fails before any work when a metric's network file is missing (MissingExtractor's one line) or is not a
+    TorchScript archive (ValueError's one line); reads the archive's file list, runs none of its code."""
+    from vidrd_model.eval.extractors import check_extractor_file
 
-    if path is None or not path.is_file():
-        raise MissingExtractor(kind, path)
+    check_extractor_file(kind, path)
+
+
+def _check_stats_path(option: str, path: Optional[Path]) -> None:
+    if path is not None and path.suffix != ".npz":
+        raise UsageProblem(f"{option} {path}: the real statistics file must end in .npz")
+    if path is not None and path.exists() and not path.is_file():
+        raise UsageProblem(f"{option} {path}: exists and is not a file")
+
+
+def _warn(message: str) -> None:
+    print(f"vidrd-eval: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _warn_failures(failed: list[dict], used: int, what: str) -> None:
+    """Prints one warning line when some videos could not be read (they are listed under "failed" in the JSON)."""
+    if failed:
+        _warn(f"{len(failed)} of {len(failed) + used} {what} could not be read and were left out (e.g. "
+              f"{failed[0]['key']}: {failed[0]['reason']}); see \"failed\" in the results JSON")
 
 
 def _check_source(option: str, path: Path) -> None:
@@ -104,11 +140,10 @@ def _check_source(option: str, path: Path) -> None:
 
 
 def _write_result(path: Path, record: dict) -> None:
-    from vidrd_model.eval.generate import write_json
+    from vidrd_data.manifest import write_json_atomic
     from vidrd_model.eval.report import software_versions
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {**record, "versions": software_versions()})
+    write_json_atomic(path, {**record, "versions": software_versions()})
     out.print(f"wrote {path}", markup=False, highlight=False)
 
 
@@ -173,23 +208,29 @@ def fvd(
     generated: Path = GeneratedArg,
     real: Path = RealArg,
     i3d: Optional[Path] = I3dOpt,
-    real_stats: Optional[Path] = typer.Option(None, "--real-stats", help="The real videos' (μ, Σ) .npz: reused when it matches, else computed and saved there."),
+    real_stats: Optional[Path] = typer.Option(None, "--real-stats", help="The real videos' (μ, Σ) .npz: reused when it matches, computed and saved there when absent; one of other videos or settings is refused (see --overwrite-real-stats)."),
+    overwrite_real_stats: bool = OverwriteStatsOpt,
     cache: Optional[Path] = CacheOpt,
     out_file: Path = typer.Option(Path("fvd.json"), "--out", "-o", help="Results JSON to write."),
     num_frames: int = NumFramesOpt, resolution: int = ResolutionOpt, stride: int = StrideOpt,
-    pad_short: bool = PadShortOpt, batch_size: int = BatchOpt, device: str = DeviceOpt, progress: bool = ProgressOpt,
+    real_stride: int = RealStrideOpt, pad_short: bool = PadShortOpt, batch_size: int = BatchOpt,
+    device: str = DeviceOpt, progress: bool = ProgressOpt,
 ) -> None:
     """Fréchet Video Distance between GENERATED and REAL videos (I3D features, stylegan-v's computation)."""
     _check_source("GENERATED", generated)
     _check_source("REAL", real)
+    _check_stats_path("--real-stats", real_stats)
     _require_extractor("i3d", i3d)
     from vidrd_model.eval.evaluate import compute_fvd
 
-    settings = _settings(num_frames, resolution, stride, pad_short, batch_size, device)
+    settings = _settings(num_frames, resolution, stride, pad_short, batch_size, device, real_stride=real_stride)
     result = compute_fvd(generated, real, i3d, settings, real_stats_path=real_stats, cache_dir=cache,
-                         progress=progress)
+                         progress=progress, overwrite_real_stats=overwrite_real_stats)
     out.print(f"FVD {result['fvd']:.2f}  ({result['num_generated']} generated vs {result['num_real']} real)",
               markup=False, highlight=False)
+    failed = result["failed"]
+    _warn_failures([f for f in failed if f["videos"] == "generated"], result["num_generated"], "generated videos")
+    _warn_failures([f for f in failed if f["videos"] == "real"], result["num_real"], "real videos")
     _write_result(out_file, {"command": "fvd", "generated": str(generated), "real": str(real), **result})
 
 
@@ -212,6 +253,7 @@ def inception(
     result = compute_is(generated, c3d, settings, cache_dir=cache, progress=progress)
     out.print(f"IS {result['is_mean']:.2f} ± {result['is_std']:.2f}  ({result['num_generated']} videos)",
               markup=False, highlight=False)
+    _warn_failures(result["failed"], result["num_generated"], "generated videos")
     _write_result(out_file, {"command": "is", "generated": str(generated), **result})
 
 
@@ -252,29 +294,32 @@ def clipsim(
 def real_stats(
     real: Path = RealArg,
     i3d: Optional[Path] = I3dOpt,
-    out_file: Path = typer.Option(..., "--out", "-o", help="The .npz to write (fvd --real-stats reads it)."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="The FILE.npz to write (fvd --real-stats reads it); FILE.json describes it."),
+    overwrite_real_stats: bool = OverwriteStatsOpt,
     cache: Optional[Path] = CacheOpt,
-    num_frames: int = NumFramesOpt, resolution: int = ResolutionOpt, stride: int = StrideOpt,
+    num_frames: int = NumFramesOpt, resolution: int = ResolutionOpt, real_stride: int = RealStrideOpt,
     pad_short: bool = PadShortOpt, batch_size: int = BatchOpt, device: str = DeviceOpt, progress: bool = ProgressOpt,
 ) -> None:
     """Compute the REAL videos' I3D feature statistics once (FILE.npz, and FILE.json describing it)."""
     _check_source("REAL", real)
+    _check_stats_path("--out", out_file)
     _require_extractor("i3d", i3d)
     from vidrd_model.eval.extractors import load_extractor
     from vidrd_model.eval.fvd import real_statistics
     from vidrd_model.eval.videos import list_videos
 
-    settings = _settings(num_frames, resolution, stride, pad_short, batch_size, device)
+    settings = _settings(num_frames, resolution, pad_short=pad_short, batch_size=batch_size, device=device,
+                         real_stride=real_stride)
     ext = load_extractor("i3d", i3d, settings.device)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
     stats = real_statistics(list_videos(real), ext, settings.as_dict(), cache_path=out_file, cache_dir=cache,
-                            batch_size=settings.batch_size, progress=progress)
+                            batch_size=settings.batch_size, progress=progress, overwrite=overwrite_real_stats)
     out.print(f"{out_file}: statistics of {stats.count} real videos"
               + (" (already up to date)" if stats.reused else ""), markup=False, highlight=False)
+    _warn_failures([{"key": k, "reason": r} for k, r in stats.failed], stats.count, "real videos")
     _write_result(out_file.with_suffix(".json"), {
         "command": "real-stats", "real": str(real), "real_stats": str(out_file), "num_real": stats.count,
         "key": stats.key, "reused": stats.reused, "failed": [{"key": k, "reason": r} for k, r in stats.failed],
-        "i3d": {"path": str(ext.path), "sha256": ext.sha256}, "settings": settings.as_dict(),
+        "i3d": {"path": str(ext.path), "sha256": ext.sha256}, "settings": stats.settings,
     })
 
 
@@ -313,7 +358,8 @@ def ucf101_protocol(
     model: Optional[Path] = typer.Option(None, "--model", help="Our VidRD model directory; omit with --videos DIR to evaluate videos generated before."),
     videos: Optional[Path] = typer.Option(None, "--videos", help="The generated videos' folder (default OUT/videos); with no --model it must be complete (`vidrd-eval generate` wrote it) and its plan.json decides N and the sampler settings."),
     i3d: Optional[Path] = I3dOpt, c3d: Optional[Path] = C3dOpt,
-    real_stats: Optional[Path] = typer.Option(None, "--real-stats", help="The real clips' I3D statistics .npz (default OUT/real_stats.npz; reused while it matches)."),
+    real_stats: Optional[Path] = typer.Option(None, "--real-stats", help="The real clips' I3D statistics .npz (default OUT/real_stats.npz, recomputed when stale); one given here is reused while it matches, and refused when it does not (see --overwrite-real-stats)."),
+    overwrite_real_stats: bool = OverwriteStatsOpt,
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache (default OUT/cache)."),
     num_videos: Optional[int] = NumVideosOpt, class_prompts: Optional[Path] = ClassPromptsOpt,
     clips: int = ClipsOpt, frames: int = FramesOpt, overlap_frames: int = OverlapFramesOpt, overlap: str = OverlapOpt,
@@ -322,21 +368,25 @@ def ucf101_protocol(
     seed: int = SeedOpt, height: Optional[int] = HeightOpt, width: Optional[int] = WidthOpt,
     dtype: str = DtypeOpt, decode_chunk_size: Optional[int] = DecodeChunkOpt,
     num_frames: int = NumFramesOpt, resolution: int = ResolutionOpt, stride: int = StrideOpt,
-    pad_short: bool = PadShortOpt, batch_size: int = BatchOpt, is_splits: int = SplitsOpt,
-    device: str = DeviceOpt, progress: bool = ProgressOpt,
+    real_stride: int = RealStrideOpt, pad_short: bool = PadShortOpt, batch_size: int = BatchOpt,
+    is_splits: int = SplitsOpt, device: str = DeviceOpt, progress: bool = ProgressOpt,
 ) -> None:
     """UCF-101 zero-shot: generate, then FVD against train split 1's clips and IS; writes results.json and .md."""
+    from vidrd_data.manifest import file_sha256
     from vidrd_model.eval import generate as gen
+    from vidrd_model.eval.fvd import check_real_statistics
     from vidrd_model.eval.ucf101 import DEFAULT_NUM_VIDEOS, real_videos
 
     if model is None and videos is None:
         raise UsageProblem("pass --model DIR to generate the videos, or --videos DIR with videos generated before")
     _require_extractor("i3d", i3d)
     _require_extractor("c3d", c3d)
+    _check_stats_path("--real-stats", real_stats)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageProblem(f"--out {out_dir} exists and is not a directory")
     device = _device(device)
-    settings = _settings(num_frames, resolution, stride, pad_short, batch_size, device, is_splits)
+    settings = _settings(num_frames, resolution, stride, pad_short, batch_size, device, is_splits,
+                         real_stride=real_stride)
     gen_dir = videos or out_dir / "videos"
     plan = gen.read_plan(gen_dir) if model is None else None
     if model is None:
@@ -347,6 +397,11 @@ def ucf101_protocol(
         num_videos = plan["num_videos"]
     num_videos = DEFAULT_NUM_VIDEOS if num_videos is None else num_videos
     layout, allocation, prompts = _protocol(ucf101, num_videos, class_prompts)
+    real = real_videos(layout)
+    overwrite_real_stats = overwrite_real_stats or real_stats is None  # OUT/real_stats.npz is ours to replace
+    real_stats = real_stats or out_dir / "real_stats.npz"
+    if not overwrite_real_stats:  # a --real-stats file of other clips or settings is refused now, not after generating
+        check_real_statistics(real_stats, real, file_sha256(i3d), settings.as_dict())
     if model is not None:
         sampler = _sampler(clips, frames, overlap_frames, overlap, steps, guidance, noise_recycle,
                            denoise_guidance, negative_prompt, fps, height, width, dtype, decode_chunk_size, device)
@@ -360,22 +415,35 @@ def ucf101_protocol(
             raise UsageProblem(f"--videos {gen_dir}: {len(missing)} of {plan['num_videos']} planned videos are "
                                f"missing (e.g. {missing[0]}); finish them with `vidrd-eval generate` or pass --model")
     generated = gen.planned_refs(gen_dir, plan)
-    real = real_videos(layout)
     cache = cache or out_dir / "cache"
-    real_stats = real_stats or out_dir / "real_stats.npz"
     out_dir.mkdir(parents=True, exist_ok=True)
 
     from vidrd_model.eval.evaluate import compute_fvd, compute_is
-    from vidrd_model.eval.report import is_standin_extractor, published_as_dicts, results_table
+    from vidrd_model.eval.report import is_standin_extractor, published_as_dicts, results_table, write_text_atomic
 
     fvd_result = compute_fvd(generated, real, i3d, settings, real_stats_path=real_stats, cache_dir=cache,
-                             progress=progress)
+                             progress=progress, overwrite_real_stats=overwrite_real_stats)
     is_result = compute_is(generated, c3d, settings, cache_dir=cache, progress=progress)
+    failed_generated = sorted({f["key"] for f in fvd_result["failed"] + is_result["failed"]
+                               if f["videos"] == "generated"})
+    failed_real = [f["key"] for f in fvd_result["failed"] if f["videos"] == "real"]
+    warnings = []
+    if failed_generated:
+        warnings.append(f"{len(failed_generated)} of {plan['num_videos']} generated videos could not be read and were "
+                        f"left out: FVD used {fvd_result['num_generated']}, IS {is_result['num_generated']} (e.g. "
+                        f"{failed_generated[0]}; see fvd.failed and is.failed in results.json)")
+    if failed_real:
+        warnings.append(f"{len(failed_real)} of {len(real)} real clips could not be read and were left out: FVD used "
+                        f"{fvd_result['num_real']} (e.g. {failed_real[0]}; see fvd.failed in results.json)")
     record = {
         "command": "ucf101",
         "protocol": {"dataset": "UCF-101", "root": str(ucf101.resolve()), "real_split": "trainlist01"
-                     if layout.train_list else "every clip (no trainlist01.txt)", "num_real": len(real),
+                     if layout.train_list else "every clip (no trainlist01.txt)", "num_real_listed": len(real),
                      "num_videos": plan["num_videos"],
+                     "used": {"fvd_generated": fvd_result["num_generated"], "fvd_real": fvd_result["num_real"],
+                              "is_generated": is_result["num_generated"]},
+                     "num_failed": {"generated": len(failed_generated), "real": len(failed_real)},
+                     "clip_start": "frame 0 of each video (deterministic, no random offset)",
                      "class_prompts": str(class_prompts) if class_prompts else "vidrd_model/eval/ucf101_prompts.json",
                      "videos": str(gen_dir)},
         "generation": plan,
@@ -385,12 +453,15 @@ def ucf101_protocol(
         "fvd": fvd_result,
         "is": is_result,
         "published": published_as_dicts(),
+        "warnings": warnings,
     }
-    out.print(f"UCF-101 zero-shot: FVD {fvd_result['fvd']:.2f}, IS {is_result['is_mean']:.2f} ± "
-              f"{is_result['is_std']:.2f}  ({plan['num_videos']} generated, {len(real)} real)",
-              markup=False, highlight=False)
+    out.print(f"UCF-101 zero-shot: FVD {fvd_result['fvd']:.2f} ({fvd_result['num_generated']} generated vs "
+              f"{fvd_result['num_real']} real), IS {is_result['is_mean']:.2f} ± {is_result['is_std']:.2f} "
+              f"({is_result['num_generated']} generated)", markup=False, highlight=False)
+    for warning in warnings:
+        _warn(warning)
     _write_result(out_dir / "results.json", record)
-    (out_dir / "results.md").write_text(results_table([record]), encoding="utf-8")
+    write_text_atomic(out_dir / "results.md", results_table([record]))
     out.print(f"wrote {out_dir / 'results.md'}", markup=False, highlight=False)
 
 
@@ -400,7 +471,7 @@ def report(
     out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the table to this markdown file."),
 ) -> None:
     """Print the UCF-101 table: the published FVD / IS and ours, with each of our rows' settings."""
-    from vidrd_model.eval.report import results_table
+    from vidrd_model.eval.report import results_table, write_text_atomic
 
     records = []
     for path in results:
@@ -416,7 +487,7 @@ def report(
     table = results_table(records)
     print(table, end="")
     if out_file is not None:
-        out_file.write_text(table, encoding="utf-8")
+        write_text_atomic(out_file, table)
 
 
 def main(argv: list[str] | None = None) -> int:

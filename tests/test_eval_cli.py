@@ -69,8 +69,10 @@ def test_ucf101_writes_results_json_with_every_setting_and_a_flagged_table(proto
                       "00003_PendulumSwing.mp4", "00004_SquareSpin.mp4", "00005_SquareSpin.mp4"]
     assert probe(protocol_run / "videos" / videos[0]).num_frames == 16  # 8 + 4 + 4 with --overlap drop
     result = json.loads((protocol_run / "results.json").read_text())
-    assert result["protocol"]["num_videos"] == 6 and result["protocol"]["num_real"] == 6
-    assert result["protocol"]["real_split"] == "trainlist01"
+    assert result["protocol"]["num_videos"] == 6 and result["protocol"]["num_real_listed"] == 6
+    assert result["protocol"]["used"] == {"fvd_generated": 6, "fvd_real": 6, "is_generated": 6}
+    assert result["protocol"]["real_split"] == "trainlist01" and result["warnings"] == []
+    assert result["generation"]["crf"] == 10 and result["settings"]["real_stride"] == 1
     generation = result["generation"]
     assert generation["allocation"] == {"BalloonRise": 2, "PendulumSwing": 2, "SquareSpin": 2}
     assert generation["seed"] == 42 and generation["prompts"]["SquareSpin"] == "a yellow square spinning in place"
@@ -84,13 +86,30 @@ def test_ucf101_writes_results_json_with_every_setting_and_a_flagged_table(proto
     assert result["extractors"]["i3d"]["sha256"] == result["fvd"]["i3d"]["sha256"] and len(
         result["extractors"]["c3d"]["sha256"]) == 64
     assert result["standin_extractors"] is True
-    assert result["fvd"]["fvd"] >= 0 and result["is"]["is_mean"] >= 1 and result["is"]["splits"] == 2
+    assert result["is"]["splits"] == 2
+    assert result["fvd"]["fvd"] == pytest.approx(_fvd_from_scratch(protocol_run, inputs["i3d"]), rel=1e-6)
     assert {"torch", "diffusers", "numpy", "scipy"} <= result["versions"].keys()
     assert {r["method"]: (r["fvd"], r["inception_score"]) for r in result["published"]}["VidRD"] == (363.19, 39.37)
     table = (protocol_run / "results.md").read_text()
     assert "| VidRD | 363.19 | 39.37 |" in table and "| PYoCo | 355.19 | 47.76 |" in table
     assert "STAND-IN EXTRACTORS: NUMBERS NOT COMPARABLE" in table
-    assert "N = 6 generated vs 6 real" in table and result["extractors"]["i3d"]["sha256"][:12] in table
+    assert "N = 6 planned; FVD on 6 generated vs 6 real (trainlist01); IS on 6 generated" in table
+    assert result["extractors"]["i3d"]["sha256"][:12] in table and "H.264 CRF 10" in table
+
+
+def _fvd_from_scratch(run, i3d):
+    """The FVD of a protocol run recomputed apart: its saved real statistics against I3D features of its videos
+    computed here in one batch, not through the chunk cache."""
+    import numpy as np
+
+    from vidrd_model.eval.extractors import i3d_features, load_extractor
+    from vidrd_model.eval.fvd import Statistics, feature_statistics, frechet_distance
+    from vidrd_model.eval.videos import list_videos, load_clip
+
+    real = Statistics.load(run / "real_stats.npz")
+    clips = np.stack([load_clip(ref, 16, 32) for ref in list_videos(run / "videos")])
+    mu, sigma = feature_statistics(i3d_features(load_extractor("i3d", i3d), clips))
+    return frechet_distance(mu, sigma, real.mu, real.sigma)
 
 
 def test_ucf101_on_videos_generated_before_reuses_them_and_the_real_statistics(protocol_run, inputs, tmp_path,
@@ -110,11 +129,11 @@ def test_ucf101_on_videos_generated_before_reuses_them_and_the_real_statistics(p
 
 def test_report_prints_the_published_rows_and_one_row_per_results_file(protocol_run, tmp_path, capsys):
     code, stdout, err = run(capsys, "report", protocol_run / "results.json", protocol_run / "results.json",
-                            "--out", tmp_path / "table.md")
+                            "--out", tmp_path / "new" / "table.md")
     assert code == 0, err
     assert stdout.count("STAND-IN EXTRACTORS") == 2 and "| Make-A-Video | 367.23 | 33.00 |" in stdout
     assert "| CogVideo | 701.59 | 25.27 |" in stdout and "| Video LDM | 550.61 | 33.45 |" in stdout
-    assert (tmp_path / "table.md").read_text() == stdout
+    assert (tmp_path / "new" / "table.md").read_text() == stdout
 
 
 def test_fvd_is_and_real_stats_commands_write_results_json(protocol_run, inputs, tmp_path, capsys):
@@ -131,11 +150,16 @@ def test_fvd_is_and_real_stats_commands_write_results_json(protocol_run, inputs,
     fvd = json.loads((tmp_path / "fvd.json").read_text())
     assert fvd["real_stats_reused"] is True and fvd["num_generated"] == 6 and f"FVD {fvd['fvd']:.2f}" in stdout
     assert fvd["command"] == "fvd" and fvd["generated"] == str(generated) and "versions" in fvd
-    code, stdout, err = run(capsys, "is", generated, "--c3d", inputs["c3d"], "--is-splits", "3",
+    # the same videos and real clips (the actions folder is train split 1) as the protocol run: the same FVD
+    protocol = json.loads((protocol_run / "results.json").read_text())
+    assert fvd["fvd"] == pytest.approx(protocol["fvd"]["fvd"], rel=1e-6)
+    code, stdout, err = run(capsys, "is", generated, "--c3d", inputs["c3d"], "--is-splits", "2", "--batch-size", "4",
                             "--out", tmp_path / "is.json", "--no-progress")
     assert code == 0, err
     inception = json.loads((tmp_path / "is.json").read_text())
-    assert inception["splits"] == 3 and inception["num_generated"] == 6 and inception["is_mean"] >= 1
+    assert inception["splits"] == 2 and inception["num_generated"] == 6
+    assert (inception["is_mean"], inception["is_std"]) == pytest.approx(
+        (protocol["is"]["is_mean"], protocol["is"]["is_std"]), rel=1e-6)
 
 
 def test_clipsim_scores_generated_videos_against_the_prompts_in_their_json(protocol_run, tmp_path, capsys):
@@ -190,9 +214,82 @@ def test_generate_command_writes_a_plan_and_refuses_other_settings_in_the_same_f
     (["report", "{tmp}/none.json"], "none.json: no such file"),
     (["report", "{real}/class_prompts.json"], "not a results.json of `vidrd-eval ucf101`"),
     (["fvd", "{gen}", "{real}", "--i3d", "{i3d}", "--num-frames", "0"], "--num-frames must be ≥ 1"),
+    (["fvd", "{gen}", "{real}", "--i3d", "{tmp}/text.pt"], "--i3d {tmp}/text.pt: not a TorchScript file (not a zip"),
+    (["is", "{gen}", "--c3d", "{tmp}/state_dict.pt"], "--c3d {tmp}/state_dict.pt: not a TorchScript file (a zip "
+                                                      "without code/"),
+    (["ucf101", "--ucf101", "{real}", "--out", "{tmp}/o", "--model", "{model}", "--i3d", "{i3d}", "--c3d",
+      "{tmp}/text.pt"], "--c3d {tmp}/text.pt: not a TorchScript file"),
+    (["fvd", "{gen}", "{real}", "--i3d", "{i3d}", "--device", "cuda:99"], "--device cuda:99: "),
+    (["is", "{gen}", "--c3d", "{c3d}", "--device", "tpu"], "--device tpu: "),
+    (["generate", "--model", "{model}", "--ucf101", "{real}", "--out", "{tmp}/o", "--device", "cuda:99"],
+     "--device cuda:99: "),
+    (["real-stats", "{real}", "--i3d", "{i3d}", "-o", "{tmp}/real.json"], "must end in .npz"),
+    (["fvd", "{gen}", "{real}", "--i3d", "{i3d}", "--real-stats", "{tmp}/real"], "must end in .npz"),
+    (["fvd", "{gen}", "{real}", "--i3d", "{i3d}", "--stride", "0"], "--stride must be ≥ 1"),
+    (["fvd", "{gen}", "{real}", "--i3d", "{i3d}", "--real-stride", "0"], "--real-stride must be ≥ 1"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(protocol_run, inputs, tmp_path, capsys, argv, needle):
     values = {"gen": protocol_run / "videos", "real": inputs["actions"], "i3d": inputs["i3d"], "c3d": inputs["c3d"],
               "model": inputs["model"], "tmp": tmp_path}
+    (tmp_path / "text.pt").write_text("not a network")
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "state_dict.pt")
     line = one_line_error(*run(capsys, *[a.format(**values) for a in argv])[::2])
     assert needle.format(**values) in line
+
+
+def test_a_real_stats_file_of_other_settings_is_refused_before_any_work_and_left_alone(protocol_run, inputs, tmp_path,
+                                                                                      capsys):
+    stats = tmp_path / "real_stats.npz"
+    stats.write_bytes((protocol_run / "real_stats.npz").read_bytes())
+    before = stats.read_bytes()
+    line = one_line_error(*run(capsys, "fvd", protocol_run / "videos", inputs["actions"], "--i3d", inputs["i3d"],
+                               "--real-stats", stats, "--resolution", "24", "--no-progress")[::2])
+    assert f"{stats} holds real statistics of other inputs or settings (resolution 32 -> 24" in line
+    assert "--overwrite-real-stats" in line
+    # ucf101 refuses it before generating anything
+    line = one_line_error(*run(capsys, *protocol_args(inputs, tmp_path / "out", "--model", inputs["model"], "-n", "3",
+                                                      "--real-stats", stats, "--real-stride", "2"))[::2])
+    assert "(real_stride 1 -> 2)" in line and not (tmp_path / "out" / "videos").exists()
+    assert stats.read_bytes() == before
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_ucf101_with_other_networks_and_an_unreadable_video_is_not_flagged_and_says_what_it_used(
+        protocol_run, inputs, tmp_path, capsys):
+    """The negative of the stand-in flag (TorchScript networks that are not the demo's), and the counts actually
+    used when a generated video cannot be read."""
+    import shutil
+
+    from vidrd_model.eval.report import STANDIN_WARNING, is_standin_extractor
+
+    class ChannelMeans(torch.nn.Module):  # an "I3D": per-channel means and spreads as features
+        def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                    return_features: bool = False) -> torch.Tensor:
+            x = x.float()
+            return torch.cat([x.mean(dim=(2, 3, 4)), x.std(dim=(2, 3, 4))], dim=1)
+
+    class ChannelSoftmax(torch.nn.Module):  # a "C3D": a softmax over channel means
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(x.float().mean(dim=(2, 3, 4)) / 10.0, dim=1)
+
+    torch.jit.script(ChannelMeans()).save(str(tmp_path / "i3d.pt"))
+    torch.jit.script(ChannelSoftmax()).save(str(tmp_path / "c3d.pt"))
+    assert not is_standin_extractor(tmp_path / "i3d.pt") and is_standin_extractor(inputs["i3d"])
+    videos = tmp_path / "videos"
+    shutil.copytree(protocol_run / "videos", videos)
+    (videos / "00003_PendulumSwing.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 broken" * 10)
+    args = protocol_args(inputs, tmp_path / "out", "--videos", videos)
+    args[args.index("--i3d") + 1], args[args.index("--c3d") + 1] = tmp_path / "i3d.pt", tmp_path / "c3d.pt"
+    code, stdout, err = run(capsys, *args)
+    assert code == 0, err
+    assert "(5 generated vs 6 real), IS" in stdout and "(5 generated)" in stdout
+    assert "warning: 1 of 6 generated videos could not be read and were left out: FVD used 5, IS 5" in err
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert result["standin_extractors"] is False
+    assert result["protocol"]["used"] == {"fvd_generated": 5, "fvd_real": 6, "is_generated": 5}
+    assert result["protocol"]["num_failed"] == {"generated": 1, "real": 0} and len(result["warnings"]) == 1
+    assert [f["key"] for f in result["fvd"]["failed"]] == ["00003_PendulumSwing.mp4"]
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert STANDIN_WARNING not in table.lower() and "stand-in" not in table.lower()
+    assert "N = 6 planned; FVD on 5 generated vs 6 real (trainlist01); IS on 5 generated" in table
+    assert "> **Warning — ours" in table and "1 of 6 generated videos could not be read" in table

@@ -18,8 +18,9 @@ from vidrd_model.eval.extractors import (
     i3d_features,
     load_extractor,
 )
-from vidrd_model.eval.features import extract
-from vidrd_model.eval.fvd import feature_statistics, frechet_distance, real_statistics
+from vidrd_data.video_io import VideoError
+from vidrd_model.eval.features import decode_then_run, extract
+from vidrd_model.eval.fvd import StatisticsMismatch, feature_statistics, frechet_distance, real_statistics
 from vidrd_model.eval.inception import inception_score
 from vidrd_model.eval.videos import VideoRef, VideoTooShort, inputs_digest, list_videos, load_clip
 
@@ -81,11 +82,13 @@ def test_frechet_distance_rejects_a_root_with_large_imaginary_part():
         frechet_distance(np.zeros(2), -np.eye(2), np.zeros(2), np.eye(2))
 
 
-def test_feature_statistics_are_mean_and_unbiased_covariance():
+def test_feature_statistics_are_mean_and_covariance_divided_by_n_as_stylegan_v():
     features = np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 4.0]])
     mu, sigma = feature_statistics(features)
     assert mu == pytest.approx([2.0, 2.0])
-    assert sigma == pytest.approx(np.array([[4.0, 3.0], [3.0, 3.0]]))  # divided by n − 1 = 2
+    assert sigma == pytest.approx(np.array([[8.0, 6.0], [6.0, 6.0]]) / 3)  # divided by n = 3, not n − 1
+    # stylegan-v's FeatureStats.get_mean_cov: Σ = (Σᵢ xᵢxᵢᵀ) / n − μμᵀ
+    assert sigma == pytest.approx(features.T @ features / 3 - np.outer(mu, mu), rel=1e-12)
 
 
 # ---------------------------------------------------------------- Inception Score
@@ -260,17 +263,72 @@ def test_extract_resumes_from_saved_chunks_after_an_interruption(tmp_path):
     assert changed.reused_chunks == 0
 
 
-def test_extract_records_a_failing_video_and_keeps_the_rest(tmp_path):
-    def fails_on_k4(chunk):
-        if any(r.key == "k4" for r in chunk):
-            raise RuntimeError("cannot decode\nsecond line")
-        return _key_features(chunk)
+def _decoding(loads, batches, broken=(), unreadable=()):
+    """A decode_then_run feature fn over _refs: `broken` keys raise VideoError, `unreadable` ones OSError."""
 
-    result = extract(_refs(6), fails_on_k4, cache_dir=tmp_path, settings={}, batch_size=4, progress=False)
-    assert result.keys == ["k0", "k1", "k2", "k3", "k5"] and result.features.shape == (5, 3)
-    assert result.failed == [("k4", "RuntimeError: cannot decode")]
-    cached = extract(_refs(6), fails_on_k4, cache_dir=tmp_path, settings={}, batch_size=4, progress=False)
-    assert cached.reused_chunks == 2 and cached.failed == result.failed
+    def load(ref):
+        loads.append(ref.key)
+        if ref.key in broken:
+            raise VideoError("cannot decode\nsecond line")
+        if ref.key in unreadable:
+            raise OSError("Input/output error")
+        return np.array([int(ref.key[1:])])
+
+    def network(clips):
+        batches.append(len(clips))
+        return np.array([[k, k**2, 1.0] for k in clips[:, 0]])
+
+    return decode_then_run(load, network)
+
+
+def test_extract_records_videos_that_cannot_be_decoded_and_caches_only_content_failures(tmp_path):
+    loads, batches = [], []
+    fn = _decoding(loads, batches, broken={"k4"}, unreadable={"k1"})
+    result = extract(_refs(6), fn, cache_dir=tmp_path, settings={}, batch_size=4, progress=False)
+    assert result.keys == ["k0", "k2", "k3", "k5"]
+    assert np.array_equal(result.features, _key_features(_refs(6))[[0, 2, 3, 5]])
+    assert result.failed == [("k1", "OSError: Input/output error"), ("k4", "VideoError: cannot decode")]
+    assert loads == [f"k{i}" for i in range(6)] and batches == [3, 1]  # each video decoded once, one pass a chunk
+    assert result.transient_failures
+    # k4's chunk is cached with its failure; k1's chunk (an OSError, maybe transient) is not, and is tried again
+    again = extract(_refs(6), _decoding(loads, batches, broken={"k4"}), cache_dir=tmp_path, settings={},
+                    batch_size=4, progress=False)
+    assert again.reused_chunks == 1 and again.failed == [("k4", "VideoError: cannot decode")]
+    assert again.keys == ["k0", "k1", "k2", "k3", "k5"] and not again.transient_failures
+
+
+def test_a_network_error_propagates_and_caches_nothing(tmp_path):
+    loads = []
+
+    def load(ref):
+        loads.append(ref.key)
+        return np.zeros(1)
+
+    def out_of_memory(clips):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    fn = decode_then_run(load, out_of_memory)
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        extract(_refs(5), fn, cache_dir=tmp_path, settings={}, batch_size=2, progress=False)
+    assert loads == ["k0", "k1"] and not list(tmp_path.rglob("*.npz"))  # no retry alone, no chunk saved
+    with pytest.raises(ValueError, match=r"shape \(1, 3\) for 2 videos"):  # a network's bad output is no failure
+        extract(_refs(2), lambda chunk: _key_features(chunk[:1]), cache_dir=tmp_path, settings={}, batch_size=2,
+                progress=False)
+    assert not list(tmp_path.rglob("*.npz"))
+
+
+def test_a_truncated_cached_chunk_is_recomputed_with_a_warning(tmp_path, caplog):
+    extract(_refs(4), _key_features, cache_dir=tmp_path, settings={}, batch_size=2, progress=False)
+    (chunk,) = [p for p in tmp_path.rglob("chunk-000001.npz")]
+    chunk.write_bytes(chunk.read_bytes()[:40])  # as a full disk or a killed copy leaves it
+    calls = []
+    again = extract(_refs(4), lambda c: calls.append(c) or _key_features(c), cache_dir=tmp_path, settings={},
+                    batch_size=2, progress=False)
+    assert again.reused_chunks == 1 and [r.key for r in calls[0]] == ["k2", "k3"]
+    assert np.array_equal(again.features, _key_features(_refs(4)))
+    assert "ignoring unreadable cached chunk" in caplog.text and "BadZipFile" in caplog.text
+    assert extract(_refs(4), _key_features, cache_dir=tmp_path, settings={}, batch_size=2,
+                   progress=False).reused_chunks == 2  # rewritten whole
 
 
 def test_real_statistics_are_reused_until_a_setting_or_an_input_changes(extractors, tmp_path):
@@ -280,21 +338,33 @@ def test_real_statistics_are_reused_until_a_setting_or_an_input_changes(extracto
     cache = tmp_path / "real_stats.npz"
     settings = SMALL.as_dict()
 
-    def stats(**changes):
+    def stats(overwrite=True, **changes):
         return real_statistics(list_videos(tmp_path / "real"), ext, {**settings, **changes}, cache_path=cache,
-                               batch_size=2, progress=False)
+                               batch_size=2, progress=False, overwrite=overwrite)
 
     first = stats()
     assert not first.reused and cache.is_file() and first.count == 3
     second = stats()
     assert second.reused and np.array_equal(second.mu, first.mu) and np.array_equal(second.sigma, first.sigma)
-    assert stats(is_splits=3, batch_size=1).reused  # settings that do not change features keep the cache
-    assert not stats(stride=2, num_frames=5).reused
-    assert not stats().reused  # the cache now holds the stride-2 statistics
+    # settings that do not change the real clips keep the cache: the generated side's stride included
+    assert stats(is_splits=3, batch_size=1, stride=3).reused
+    with pytest.raises(StatisticsMismatch, match=r"\(real_stride 1 -> 2\); pass --overwrite-real-stats"):
+        stats(overwrite=False, real_stride=2)
+    assert stats(overwrite=False).reused  # refused, so left as it was
+    assert not stats(real_stride=2, num_frames=5).reused
+    assert not stats().reused  # the cache now holds the real-stride-2 statistics
     _video(tmp_path / "real" / "r1.mp4", seed=50)
+    with pytest.raises(StatisticsMismatch, match="other real videos"):
+        stats(overwrite=False)
     changed = stats()
     assert not changed.reused and not np.array_equal(changed.mu, first.mu)
     assert stats().reused
+    cache.write_bytes(cache.read_bytes()[:100])  # truncated: nothing to keep, recomputed even without overwrite
+    assert not stats(overwrite=False).reused and stats(overwrite=False).reused
+    cache.write_text("not statistics")  # someone else's file: not replaced without overwrite
+    with pytest.raises(StatisticsMismatch, match="not a real-statistics file"):
+        stats(overwrite=False)
+    assert cache.read_text() == "not statistics"
 
 
 # ---------------------------------------------------------------- end to end
@@ -370,9 +440,6 @@ def test_clipsim_is_the_mean_frame_cosine_and_clipscore_its_clamped_hundredfold(
                    "convention": "raw", "videos": 2}
     score = clipsim(scorer, videos, "clipscore")["clipsim"]
     assert score == pytest.approx(np.mean([np.maximum(100 * c, 0).mean() for c in cosines]), abs=1e-4)
-    assert score >= 100 * raw["clipsim"] - 1e-4  # equal when no frame has a negative cosine
-    if all((c > 0).all() for c in cosines):
-        assert score == pytest.approx(100 * raw["clipsim"], abs=1e-4)
     with pytest.raises(ValueError, match="convention"):
         clipsim(scorer, videos, "percent")
 
@@ -415,3 +482,6 @@ def test_clipsim_averages_frames_then_videos_and_clipscore_clamps_negatives():
     videos = [(None, "a"), (None, "b")]
     assert clipsim(scorer, videos, "raw")["clipsim"] == pytest.approx((0.1 + 0.3) / 2)
     assert clipsim(scorer, videos, "clipscore")["clipsim"] == pytest.approx((20.0 + 30.0) / 2)
+    positive = _FixedCosines({"a": [0.2, 0.4], "b": [0.3]})  # no negative cosine: clipscore is 100 × raw
+    assert clipsim(positive, videos, "raw")["clipsim"] == pytest.approx(0.3)
+    assert clipsim(positive, videos, "clipscore")["clipsim"] == pytest.approx(30.0)

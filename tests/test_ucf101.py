@@ -1,5 +1,6 @@
 """The UCF-101 protocol's bookkeeping: split files, class allocation, prompts, real clips; resumable generation."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -213,3 +214,31 @@ def test_generating_into_a_folder_planned_with_other_settings_is_refused(tmp_pat
     with pytest.raises(ValueError, match=r"other settings \(sampler.frames_per_video 6 -> 16; .*"
                                          r"sampler.num_inference_steps 2 -> 3.*delete this one"):
         gen.open_folder(tmp_path, other)
+
+
+def test_a_folder_ignores_decode_chunk_size_but_not_the_crf(tmp_path):
+    prompts = {"Archery": "an archer"}
+    gen.open_folder(tmp_path, gen.GenerationPlan({"Archery": 2}, prompts, 42, FAST, {"sha256": {}}))
+    assert gen.read_plan(tmp_path)["crf"] == gen.EVAL_CRF == 10
+    chunked = dataclasses.replace(FAST, decode_chunk_size=2)  # memory only: the same frames
+    gen.open_folder(tmp_path, gen.GenerationPlan({"Archery": 2}, prompts, 42, chunked, {"sha256": {}}))
+    with pytest.raises(ValueError, match=r"other settings \(crf 10 -> 23\)"):
+        gen.open_folder(tmp_path, gen.GenerationPlan({"Archery": 2}, prompts, 42, FAST, {"sha256": {}}, crf=23))
+
+
+def test_only_old_temporary_files_of_the_plan_are_removed(tmp_path):
+    import os
+    import time
+
+    plan = gen.GenerationPlan({"Archery": 2}, {"Archery": "an archer"}, 42, FAST, {"sha256": {}})
+    names = [".00000_Archery.mp4.tmp.mp4", ".00001_Archery.json.k2j3h4.tmp", ".plan.json.x1y2.tmp",
+             ".00000_Archery.json.fresh.tmp", ".00007_Rowing.mp4.tmp.mp4", ".notes.txt.tmp"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"partial")
+    old = time.time() - 2 * gen.STALE_TEMP_SECONDS
+    for name in names:
+        if "fresh" not in name:
+            os.utime(tmp_path / name, (old, old))
+    removed = gen.remove_stale_temps(tmp_path, plan)
+    assert sorted(p.name for p in removed) == sorted(names[:3])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[3:])  # a running write's, and not ours

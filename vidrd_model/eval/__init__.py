@@ -7,11 +7,11 @@ The feature networks are TorchScript files that `torch.jit.load` runs as code: l
 from vidrd_model.eval.clipsim import ClipScorer, clipsim
 from vidrd_model.eval.evaluate import EvalSettings, compute_clipsim, compute_fvd, compute_is
 from vidrd_model.eval.extractors import MissingExtractor, load_extractor
-from vidrd_model.eval.fvd import frechet_distance
+from vidrd_model.eval.fvd import StatisticsMismatch, frechet_distance
 from vidrd_model.eval.inception import inception_score
 from vidrd_model.eval.videos import VideoRef, list_videos
 
 __all__ = [
     "ClipScorer", "EvalSettings", "MissingExtractor", "VideoRef", "clipsim", "compute_clipsim", "compute_fvd",
-    "compute_is", "frechet_distance", "inception_score", "list_videos", "load_extractor",
+    "compute_is", "frechet_distance", "StatisticsMismatch", "inception_score", "list_videos", "load_extractor",
 ]

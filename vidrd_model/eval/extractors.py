@@ -6,13 +6,15 @@ published metric files, or the stand-ins that `vidrd_data.demo_models.write_stan
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from vidrd_data.manifest import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +53,48 @@ class Extractor:
     device: str
 
 
-def file_sha256(path: str | Path) -> str:
-    """Return the hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def check_extractor_file(kind: str, path: str | Path | None) -> Path:
+    """Return `path` when it is a TorchScript archive; raise MissingExtractor when it is not a file, ValueError
+    ("--i3d PATH: not a TorchScript file (...)") when it is something else. Reads the archive's file list only: no
+    code runs."""
+    if kind not in _KINDS:
+        raise ValueError(f"unknown extractor kind {kind!r} (use i3d or c3d)")
+    if path is None or not Path(path).is_file():
+        raise MissingExtractor(kind, path)
+    path = Path(path)
+    option = _KINDS[kind][2]
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        raise ValueError(f"{option} {path}: not a TorchScript file (not a zip archive; expected "
+                         f"{_KINDS[kind][0]})") from None
+    if not any(name.startswith("code/") or "/code/" in name for name in names):
+        raise ValueError(f"{option} {path}: not a TorchScript file (a zip without code/, e.g. a torch.save "
+                         f"checkpoint; expected {_KINDS[kind][0]})")
+    return path
 
 
 def load_extractor(kind: str, path: str | Path | None, device: str = "cpu") -> Extractor:
     """Return the TorchScript network `kind` ("i3d" or "c3d") loaded from `path` in eval mode on `device`.
 
-    Raises MissingExtractor when `path` is None or not a file. The file's code runs on load: trusted files only.
+    Raises MissingExtractor when `path` is None or not a file, ValueError when it is not a TorchScript file or
+    torch cannot load it. The file's code runs on load: trusted files only.
     """
-    if kind not in _KINDS:
-        raise ValueError(f"unknown extractor kind {kind!r} (use i3d or c3d)")
-    if path is None or not Path(path).is_file():
-        raise MissingExtractor(kind, path)
+    path = check_extractor_file(kind, path)
     import torch
 
-    path = Path(path)
     with warnings.catch_warnings():  # torch deprecates TorchScript, but the published metric files exist only as such
         warnings.simplefilter("ignore", FutureWarning)
-        module = torch.jit.load(str(path), map_location=device).eval()
+        try:
+            module = torch.jit.load(str(path), map_location=device)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except RuntimeError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{_KINDS[kind][2]} {path}: not a TorchScript file torch can load on {device} "
+                             f"({reason})") from None
+    module.eval()
     log.info("loaded %s from %s on %s", kind, path, device)
     return Extractor(kind, path, file_sha256(path), module, device)
 
@@ -104,6 +124,10 @@ def i3d_features(ext: Extractor, videos) -> np.ndarray:
 
 def c3d_probabilities(ext: Extractor, videos) -> np.ndarray:
     """Return the C3D class probabilities `[B, K]` (float64) of uint8 videos `[B, 16, 112, 112, 3]`.
+
+    We resize (short side) and centre-crop clips to 112×112 before the network, the C3D's training input. Whether
+    stylegan-v's c3d_ucf101.pt also resizes internally is not known to us (stylegan-v passes dataset-resolution
+    clips with no detector arguments); if it does, our 112×112 input goes through it unchanged in size.
 
     A network whose rows are not probabilities (negative, or not summing to 1) is refused with ValueError rather
     than softmaxed here: a wrong file would otherwise give a plausible-looking score.

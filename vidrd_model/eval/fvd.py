@@ -2,8 +2,9 @@
 
     FVD = ‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁ Σ₂)^½)
 
-computed in float64 as pytorch-fid and stylegan-v do. The real videos' (μ, Σ) are cached in an .npz and reused while
-the inputs, the clip settings and the I3D file are unchanged.
+computed in float64 as pytorch-fid and stylegan-v do, Σ divided by N as stylegan-v's FeatureStats does. The real
+videos' (μ, Σ) are cached in an .npz and reused while the inputs, the clip settings and the I3D file are unchanged;
+a statistics file of other inputs or settings is replaced only when asked (`overwrite=True`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,21 +21,28 @@ import numpy as np
 from scipy import linalg
 
 from vidrd_model.eval.extractors import Extractor, i3d_features
-from vidrd_model.eval.features import extract, save_npz_atomic
+from vidrd_model.eval.features import UNREADABLE_NPZ, decode_then_run, error_reason, extract, save_npz_atomic
 from vidrd_model.eval.videos import VideoRef, inputs_digest, load_clip
 
 log = logging.getLogger(__name__)
 
 # The settings that change I3D features; the others (splits, CLIP convention, batch size) must not void a cache.
+# The real side has its own frame stride (`real_stride`, e.g. to bring 25 fps UCF-101 near generated 8 fps).
 CLIP_SETTINGS = ("num_frames", "resolution", "stride", "pad_short")
+REAL_CLIP_SETTINGS = ("num_frames", "resolution", "real_stride", "pad_short")
+
+
+class StatisticsMismatch(ValueError):
+    """A real-statistics file holds other inputs or settings (or is not ours) and was not to be replaced."""
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (μ, Σ) of feature rows in float64: the mean and the unbiased covariance (`np.cov(rowvar=False)`)."""
+    """Return (μ, Σ) of feature rows in float64: the mean and the covariance divided by N
+    (`np.cov(rowvar=False, bias=True)`), as stylegan-v's FeatureStats.get_mean_cov computes it."""
     features = np.asarray(features, dtype=np.float64)
     if features.ndim != 2 or len(features) < 2:
         raise ValueError(f"need at least 2 feature rows for a covariance, got shape {features.shape}")
-    return features.mean(axis=0), np.cov(features, rowvar=False)
+    return features.mean(axis=0), np.cov(features, rowvar=False, bias=True)
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
@@ -68,6 +78,7 @@ class Statistics:
     key: str
     settings: dict
     failed: list[tuple[str, str]] = field(default_factory=list)
+    inputs: str = ""  # inputs_digest of the real videos
     reused: bool = False  # loaded from a cache file rather than computed (not saved)
 
     def save(self, path: str | Path) -> None:
@@ -77,6 +88,7 @@ class Statistics:
             sigma=self.sigma,
             count=np.asarray(self.count),
             key=np.asarray(self.key),
+            inputs=np.asarray(self.inputs),
             settings=np.asarray(json.dumps(self.settings, sort_keys=True)),
             failed_keys=np.asarray([k for k, _ in self.failed], dtype=str),
             failed_reasons=np.asarray([r for _, r in self.failed], dtype=str),
@@ -92,31 +104,85 @@ class Statistics:
                 key=str(data["key"]),
                 settings=json.loads(str(data["settings"])),
                 failed=list(zip(data["failed_keys"].tolist(), data["failed_reasons"].tolist())),
+                inputs=str(data["inputs"]) if "inputs" in data.files else "",
             )
 
 
-def clip_settings(settings: dict) -> dict:
-    """Return the subset of `settings` that decides what each clip looks like (see CLIP_SETTINGS)."""
+def clip_settings(settings: dict, real: bool = False) -> dict:
+    """Return the subset of `settings` that decides what each clip looks like: CLIP_SETTINGS, or for the real
+    videos REAL_CLIP_SETTINGS (`real_stride` 1 when absent)."""
+    if real:
+        return {"real_stride": 1, **{name: settings[name] for name in REAL_CLIP_SETTINGS if name in settings}}
     return {name: settings[name] for name in CLIP_SETTINGS if name in settings}
 
 
-def i3d_feature_fn(ext: Extractor, settings: dict):
-    """Return fn(refs) → I3D features of the clips `load_clip` cuts with `settings`."""
+def i3d_feature_fn(ext: Extractor, settings: dict, real: bool = False):
+    """Return fn(refs) for `extract`: I3D features of the clips `load_clip` cuts with `settings` (every
+    `real_stride`-th frame for the real videos, every `stride`-th for the others), each video decoded alone and the
+    network run once per chunk (`decode_then_run`)."""
+    stride = settings.get("real_stride", 1) if real else settings.get("stride", 1)
 
-    def features(refs: list[VideoRef]) -> np.ndarray:
-        clips = [
-            load_clip(ref, settings["num_frames"], settings["resolution"], settings.get("stride", 1),
-                      pad=settings.get("pad_short", False))
-            for ref in refs
-        ]
-        return i3d_features(ext, np.stack(clips))
+    def load(ref: VideoRef) -> np.ndarray:
+        return load_clip(ref, settings["num_frames"], settings["resolution"], stride,
+                         pad=settings.get("pad_short", False))
 
-    return features
+    return decode_then_run(load, lambda clips: i3d_features(ext, clips))
 
 
-def i3d_settings(ext: Extractor, settings: dict) -> dict:
-    """Return what I3D features depend on: the clip settings and the network file's sha256."""
-    return {**clip_settings(settings), "i3d_sha256": ext.sha256}
+def i3d_settings(ext: Extractor, settings: dict, real: bool = False) -> dict:
+    """Return what I3D features depend on: the (real or generated side's) clip settings and the network's sha256."""
+    return {**clip_settings(settings, real), "i3d_sha256": ext.sha256}
+
+
+def _mismatch(cached: Statistics, used: dict, inputs: str) -> str:
+    """Return what differs between a statistics file and what is asked for, for a one-line message."""
+    diffs = [f"{name} {cached.settings.get(name)!r} -> {used.get(name)!r}"
+             for name in sorted(cached.settings.keys() | used.keys()) if cached.settings.get(name) != used.get(name)]
+    if not cached.inputs:
+        diffs.append("inputs unknown")
+    elif cached.inputs != inputs:
+        diffs.append(f"other real videos ({cached.count} used there)")
+    return "; ".join(diffs) or "other inputs or settings"
+
+
+def _statistics_key(used: dict, inputs: str) -> str:
+    return hashlib.sha256(json.dumps({"settings": used, "inputs": inputs}, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _reusable(path: str | Path | None, used: dict, inputs: str, overwrite: bool) -> Statistics | None:
+    """Return the statistics in `path` when they are of these settings and inputs; None when there are none, they
+    are corrupt, or they are to be replaced (`overwrite`, with a warning); otherwise raise StatisticsMismatch."""
+    if path is None or not Path(path).is_file():
+        return None
+    replace = "pass --overwrite-real-stats to recompute and replace it, or give another --real-stats path"
+    try:
+        cached = Statistics.load(path)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        log.warning("real-video statistics %s are truncated or corrupt (%s); recomputing them", path,
+                    error_reason(exc))
+        return None
+    except UNREADABLE_NPZ as exc:
+        if not overwrite:
+            raise StatisticsMismatch(f"{path} is not a real-statistics file of vidrd-eval ({error_reason(exc)}); "
+                                     f"{replace}") from None
+        log.warning("replacing %s, which is not a real-statistics file (%s)", path, error_reason(exc))
+        return None
+    if cached.key == _statistics_key(used, inputs):
+        return cached
+    what = _mismatch(cached, used, inputs)
+    if not overwrite:
+        raise StatisticsMismatch(f"{path} holds real statistics of other inputs or settings ({what}); {replace}")
+    log.warning("real-video statistics in %s are for other inputs or settings (%s); recomputing and replacing them",
+                path, what)
+    return None
+
+
+def check_real_statistics(path: str | Path | None, refs: list[VideoRef], i3d_sha256: str, settings: dict,
+                          overwrite: bool = False) -> bool:
+    """Return whether `path` holds reusable statistics of `refs`; raise StatisticsMismatch as `real_statistics`
+    would, without loading the network: lets a command refuse before hours of generation."""
+    used = {**clip_settings(settings, real=True), "i3d_sha256": i3d_sha256}
+    return _reusable(path, used, inputs_digest(refs), overwrite) is not None
 
 
 def real_statistics(
@@ -128,28 +194,33 @@ def real_statistics(
     cache_dir: str | Path | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Statistics:
     """Return (μ, Σ) of the real videos' I3D features, reused from `cache_path` when its key matches, else computed
-    (features cached per chunk in `cache_dir`) and saved there."""
-    used = i3d_settings(ext, settings)
-    payload = json.dumps({"settings": used, "inputs": inputs_digest(refs)}, sort_keys=True)
-    key = hashlib.sha256(payload.encode("utf-8")).hexdigest()
-    if cache_path is not None and Path(cache_path).is_file():
-        try:
-            cached = Statistics.load(cache_path)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("ignoring unreadable real statistics %s (%s)", cache_path, exc)
-        else:
-            if cached.key == key:
-                log.info("reusing real-video statistics from %s", cache_path)
-                cached.reused = True
-                return cached
-            log.info("real-video statistics in %s are for other inputs or settings; recomputing", cache_path)
-    result = extract(refs, i3d_feature_fn(ext, settings), cache_dir=cache_dir, settings=used,
+    (features cached per chunk in `cache_dir`) and saved there.
+
+    A `cache_path` holding statistics of other inputs or settings, or a file that is not real statistics, raises
+    StatisticsMismatch before any work unless `overwrite` (then a warning, and it is replaced); a truncated or
+    corrupt one is recomputed with a warning. Statistics with a possibly transient failure (an unreadable file) are
+    returned but not saved.
+    """
+    used = i3d_settings(ext, settings, real=True)
+    inputs = inputs_digest(refs)
+    key = _statistics_key(used, inputs)
+    cached = _reusable(cache_path, used, inputs, overwrite)
+    if cached is not None:
+        log.info("reusing real-video statistics from %s", cache_path)
+        cached.reused = True
+        return cached
+    result = extract(refs, i3d_feature_fn(ext, settings, real=True), cache_dir=cache_dir, settings=used,
                      batch_size=batch_size, progress=progress, desc="I3D real")
     result.require(2, "real videos")
     mu, sigma = feature_statistics(result.features)
-    stats = Statistics(mu, sigma, len(result.keys), key, used, result.failed)
+    stats = Statistics(mu, sigma, len(result.keys), key, used, result.failed, inputs)
     if cache_path is not None:
-        stats.save(cache_path)
+        if result.transient_failures:
+            log.warning("not saving real statistics to %s: some real videos could not be read (see the failures); "
+                        "a rerun tries them again", cache_path)
+        else:
+            stats.save(cache_path)
     return stats

@@ -7,6 +7,10 @@
 A rerun skips the videos whose mp4 and JSON both exist; a rerun with other settings into the same folder is refused,
 so a folder never mixes two protocols.
 
+Videos are written as H.264 at CRF 10 (`EVAL_CRF`, recorded in plan.json), not the usual 23: lossy compression
+blurs texture and motion detail, which moves I3D / C3D features and so FVD and IS; a near-lossless encode keeps the
+measured numbers close to what the model made, at a modest cost in file size.
+
 The protocol's default video is 16 frames (`num_clips=3, num_frames=8, overlap_frames=4, overlap="drop"`: 8 + 4 + 4
 new frames). FVD (I3D) and IS (C3D) are conventionally computed on 16-frame clips, and "drop" because "keep" would
 repeat each seam's 4 overlap frames (reversed), which is not motion the model made up and would skew the statistics.
@@ -16,15 +20,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidrd_model.eval.extractors import file_sha256
+from vidrd_data.manifest import file_sha256, write_json_atomic
 from vidrd_model.eval.videos import VideoRef
+
+log = logging.getLogger(__name__)
 
 PLAN_FILE = "plan.json"
 PLAN_FORMAT = 1
+EVAL_CRF = 10  # H.264 constant rate factor of the written videos (x264's default is 23; 0 is lossless)
+STALE_TEMP_SECONDS = 3600  # a temporary file untouched this long is a killed run's, not a running one's
 
 
 @dataclass(frozen=True)
@@ -73,13 +82,15 @@ class PlannedVideo:
 
 @dataclass(frozen=True)
 class GenerationPlan:
-    """The whole run: N videos split over classes, one prompt per class, video i seeded with `seed` + i."""
+    """The whole run: N videos split over classes, one prompt per class, video i seeded with `seed` + i, written
+    at H.264 CRF `crf`."""
 
     allocation: dict[str, int]
     prompts: dict[str, str]
     seed: int
     sampler: SamplerSettings
     model: dict
+    crf: int = EVAL_CRF
 
     @property
     def num_videos(self) -> int:
@@ -94,7 +105,7 @@ class GenerationPlan:
         return {"format": PLAN_FORMAT, "num_videos": self.num_videos, "allocation": self.allocation,
                 "prompts": {cls: self.prompts[cls] for cls, n in self.allocation.items() if n},
                 "seed": self.seed, "seeds": "video i uses seed + i (torch.Generator('cpu'))",
-                "sampler": self.sampler.as_dict(), "model": self.model}
+                "sampler": self.sampler.as_dict(), "crf": self.crf, "model": self.model}
 
 
 def model_identity(model_dir: Path) -> dict:
@@ -105,10 +116,16 @@ def model_identity(model_dir: Path) -> dict:
             "sha256": {w.relative_to(model_dir).as_posix(): file_sha256(w) for w in weights}}
 
 
+# Sampler settings that do not change a video's frames (only memory use), left out of a folder's identity.
+NOT_IDENTITY = ("decode_chunk_size",)
+
+
 def _identity(plan: dict) -> dict:
     """Returns what must match for two runs to share a folder (the model by its weights, not by where it lies)."""
-    keys = ("num_videos", "allocation", "prompts", "seed", "sampler")
-    return {k: plan.get(k) for k in keys} | {"model_sha256": (plan.get("model") or {}).get("sha256")}
+    keys = ("num_videos", "allocation", "prompts", "seed", "crf")
+    sampler = {k: v for k, v in (plan.get("sampler") or {}).items() if k not in NOT_IDENTITY}
+    return ({k: plan.get(k) for k in keys} | {"sampler": sampler}
+            | {"model_sha256": (plan.get("model") or {}).get("sha256")})
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -144,7 +161,7 @@ def open_folder(out_dir: Path, plan: GenerationPlan) -> None:
                              f"generate into a new folder, or delete this one")
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / PLAN_FILE, new)
+    write_json_atomic(out_dir / PLAN_FILE, new)
 
 
 def is_done(out_dir: Path, item: PlannedVideo) -> bool:
@@ -171,11 +188,24 @@ def planned_refs(out_dir: Path, plan: dict) -> list[VideoRef]:
             for stem, cls in _planned_stems(plan)]
 
 
-def write_json(path: Path, record: dict) -> None:
-    """Writes `record` atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+def remove_stale_temps(out_dir: Path, plan: GenerationPlan, now: float | None = None) -> list[Path]:
+    """Deletes (and returns) the temporary files a killed run left in `out_dir`: hidden `.NAME.*tmp*` files of this
+    plan's videos or plan.json, untouched for STALE_TEMP_SECONDS. Younger ones may belong to a run still writing;
+    other files are not ours. (Left-overs are harmless: hidden files are never listed as videos.)"""
+    names = {PLAN_FILE} | {f"{item.stem}{ext}" for item in plan.items() for ext in (".mp4", ".json")}
+    now = time.time() if now is None else now
+    removed = []
+    for path in Path(out_dir).glob(".*.tmp*"):
+        # ".X.mp4.tmp.mp4" (write_mp4's), ".X.json.abc123.tmp" (write_json_atomic's mkstemp name)
+        owned = any(path.name.startswith(f".{name}.") for name in names)
+        try:
+            stale = now - path.stat().st_mtime > STALE_TEMP_SECONDS
+        except FileNotFoundError:  # its writer renamed it meanwhile
+            continue
+        if owned and stale and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def load_pipeline(model_dir: Path, device: str = "cpu", dtype: str = "fp32"):
@@ -221,8 +251,8 @@ def generate_videos(pipe, plan: GenerationPlan, out_dir: Path, *, device: str = 
     from vidrd_model.eval.report import software_versions
 
     out_dir = Path(out_dir)
-    for stale in out_dir.glob(".*.tmp*"):  # left by a run killed while writing
-        stale.unlink()
+    for stale in remove_stale_temps(out_dir, plan):
+        log.info("removed %s, left by a run killed while writing", stale)
     s = plan.sampler
     items = plan.items()
     todo = [item for item in items if not is_done(out_dir, item)]
@@ -244,11 +274,11 @@ def generate_videos(pipe, plan: GenerationPlan, out_dir: Path, *, device: str = 
                  height=s.height, width=s.width, decode_chunk_size=s.decode_chunk_size, output_type="np",
                  callback_on_clip_end=lambda _, frames: clips.append(frames[0]))
             video = (np.concatenate(clips) * 255).round().astype(np.uint8)  # [0, 1] -> uint8, as diffusers does
-            write_mp4(out_dir / f"{item.stem}.mp4", video, fps=s.fps)
-            write_json(out_dir / f"{item.stem}.json", {
+            write_mp4(out_dir / f"{item.stem}.mp4", video, fps=s.fps, crf=plan.crf)
+            write_json_atomic(out_dir / f"{item.stem}.json", {
                 "video": f"{item.stem}.mp4", "frames": len(video), "index": item.index, "class": item.class_name,
                 "prompt": item.prompt, "seed": item.seed, "generator": "torch.Generator('cpu')", **s.as_dict(),
-                "scheduler": scheduler, "model": plan.model, "device": device, "versions": versions,
+                "crf": plan.crf, "scheduler": scheduler, "model": plan.model, "device": device, "versions": versions,
                 "seconds": round(time.perf_counter() - t0, 2),
             })
             bar.advance(task)

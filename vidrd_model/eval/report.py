@@ -6,6 +6,8 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vidrd_data.manifest import _atomic_write
+
 
 @dataclass(frozen=True)
 class PublishedResult:
@@ -45,6 +47,11 @@ def is_standin_extractor(path: str | Path) -> bool:
         return False
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Writes `text` (UTF-8) to `path` through a temporary file and a rename, creating the parent folder."""
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def software_versions() -> dict:
     """Returns the versions of the packages a generated video or a metric depends on (None: not installed)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -77,18 +84,27 @@ def _our_row(result: dict, name: str) -> tuple[str, str, str]:
     return name, _number(fvd.get("fvd")), is_text
 
 
+def _counts(result: dict) -> str:
+    """Returns the videos each metric actually used (fewer than planned when some could not be read)."""
+    protocol, fvd, inception = result.get("protocol") or {}, result.get("fvd") or {}, result.get("is") or {}
+    return (f"N = {protocol.get('num_videos', '?')} planned; FVD on {fvd.get('num_generated', '?')} generated vs "
+            f"{fvd.get('num_real', protocol.get('num_real', '?'))} real ({protocol.get('real_split', '?')}); "
+            f"IS on {inception.get('num_generated', '?')} generated")
+
+
 def _settings_line(result: dict, name: str) -> str:
-    protocol = result.get("protocol") or {}
     sampler = (result.get("generation") or {}).get("sampler") or {}
+    crf = (result.get("generation") or {}).get("crf")
     settings = result.get("settings") or {}
     shas = [f"{kind.upper()} {info['sha256'][:12]}" for kind, info in (result.get("extractors") or {}).items()
             if info and info.get("sha256")]
     parts = [
-        f"N = {protocol.get('num_videos', '?')} generated vs {protocol.get('num_real', '?')} real "
-        f"({protocol.get('real_split', '?')})",
+        _counts(result),
         f"{sampler.get('frames_per_video', '?')} frames at {sampler.get('fps', '?')} fps, "
-        f"generated at {sampler.get('width', '?')}×{sampler.get('height', '?')}",
-        f"FVD on {settings.get('num_frames', '?')} frames resized to {settings.get('resolution', '?')} px, "
+        f"generated at {sampler.get('width', '?')}×{sampler.get('height', '?')}"
+        + (f", H.264 CRF {crf}" if crf is not None else ""),
+        f"FVD on {settings.get('num_frames', '?')} frames from frame 0 (stride {settings.get('stride', '?')}, "
+        f"real stride {settings.get('real_stride', 1)}) resized to {settings.get('resolution', '?')} px, "
         f"IS on C3D's 16×112×112",
         f"{sampler.get('num_inference_steps', '?')} DDIM steps, guidance {sampler.get('guidance_scale', '?')}, "
         f"overlap {sampler.get('overlap', '?')}",
@@ -109,6 +125,10 @@ def results_table(results: list[dict], names: list[str] | None = None) -> str:
     lines += ["", "UCF-101 zero-shot: FVD (I3D) and IS (C3D) of videos generated from one prompt per class. "
               + PROTOCOL_NOTE, ""]
     lines += [_settings_line(result, name) for result, name in zip(results, names)]
+    warnings = [(name, text) for result, name in zip(results, names) for text in result.get("warnings") or []]
+    if warnings:
+        for name, text in warnings:
+            lines += ["", f"> **Warning — {name}:** {text}"]
     if any(r.get("standin_extractors") for r in results):
         lines += ["", f"> **Warning — {STANDIN_WARNING}.** Rows marked so were measured with randomly initialised "
                       "stand-in networks (the demo's); only the real i3d_torchscript.pt / c3d_ucf101.pt give "

@@ -87,10 +87,14 @@ def _manifest_videos(path: Path) -> list[VideoRef]:
 
 
 def load_clip(ref: VideoRef, num_frames: int, size: int, stride: int = 1, pad: bool = False) -> np.ndarray:
-    """Return uint8 `[num_frames, size, size, 3]`: every `stride`-th frame from `ref.start`, short side resized to
-    `size` (antialiased) and centre-cropped.
+    """Return uint8 `[num_frames, size, size, 3]`: every `stride`-th frame from `ref.start` (the first frame when
+    None), short side resized to `size` (antialiased) and centre-cropped.
 
-    A video with too few frames raises VideoTooShort, or with `pad=True` repeats its last frame.
+    Clips always start there, never at a random offset: the same video gives the same clip in every run, so
+    feature caches and real statistics can be reused and a number can be reproduced.
+
+    A video with too few frames raises VideoTooShort, or with `pad=True` repeats its last frame. A video that cannot
+    be decoded raises VideoError, a missing or unreadable file OSError.
     """
     info, read = open_video(ref.path)
     times = np.asarray(info.timestamps, dtype=float)
@@ -105,8 +109,20 @@ def load_clip(ref: VideoRef, num_frames: int, size: int, stride: int = 1, pad: b
         if not pad:
             raise VideoTooShort(f"{len(times)} frames (stride {stride}), need {num_frames}")
         times = np.concatenate([times, np.full(num_frames - len(times), times[-1])])
-    frames = read(times)
+    frames = _read(read, times)
     return np.stack([_resize_center_crop(frame, size) for frame in frames])
+
+
+def _read(read, times) -> np.ndarray:
+    """Return `read(times)`, a decoder error (not a file error: those stay OSError) raised as VideoError."""
+    from av.error import FFmpegError
+
+    try:
+        return read(times)
+    except FFmpegError as exc:
+        if isinstance(exc, OSError):
+            raise
+        raise VideoError(f"cannot decode frames: {type(exc).__name__}: {exc}") from None
 
 
 def _resize_center_crop(frame: np.ndarray, size: int) -> np.ndarray:
