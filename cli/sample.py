@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -14,6 +13,7 @@ from typing import Optional
 import typer
 
 from cli._app import run_app
+from vidrd_data.manifest import file_sha256
 from rich.console import Console
 
 app = typer.Typer(
@@ -80,26 +80,18 @@ def _check_model_args(model: Optional[Path], base: Optional[str], vidrd_ckpt: Op
         raise UsageProblem(f"--vae {vae}: not a VAE directory (no config.json)")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_identity(model: Optional[Path], base: Optional[str], vidrd_ckpt: Optional[Path],
                    vae: Optional[Path]) -> dict:
     """Returns what the videos were sampled from: the files given and the sha256 of the weights among them."""
     if model is not None:
         weights = sorted((model / "unet").glob("*.safetensors")) + sorted((model / "vae").glob("*.safetensors"))
         return {"kind": "vidrd", "model": str(model.resolve()),
-                "sha256": {str(w.relative_to(model)): _sha256(w) for w in weights}}
+                "sha256": {str(w.relative_to(model)): file_sha256(w) for w in weights}}
     identity = {"kind": "release" if vidrd_ckpt else "stable_diffusion_untrained_temporal_layers",
                 "base": str(Path(base).resolve()) if Path(base).is_dir() else base}
     if vidrd_ckpt is not None:
         identity["vidrd_ckpt"] = str(vidrd_ckpt.resolve())
-        identity["sha256"] = {vidrd_ckpt.name: _sha256(vidrd_ckpt)}
+        identity["sha256"] = {vidrd_ckpt.name: file_sha256(vidrd_ckpt)}
     if vae is not None:
         identity["vae"] = str(vae.resolve())
     return identity

@@ -122,3 +122,13 @@ def test_open_rejects_what_is_not_a_manifest(tmp_path):
 def test_rows_to_table_rejects_a_value_of_the_wrong_type():
     with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError, TypeError)):
         mf.rows_to_table([{"sample_id": "a", "kind": "image", "status": "ok", "input_row": 0, "width": "wide"}], mf.BASE_SCHEMA)
+
+
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
+    import os
+    import stat
+
+    mf.write_json_atomic(tmp_path / "a.json", {"x": 1})
+    (tmp_path / "b.json").write_text("{}")
+    mode = stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "b.json").st_mode) and mode != 0o600

@@ -115,11 +115,16 @@ def resolve(path: str | None, root: str | os.PathLike | None) -> str | None:
 # ---------------------------------------------------------------- atomic writes
 
 
+_UMASK = os.umask(0o022)  # read once, at import (setting it is process-wide: not while threads write files)
+os.umask(_UMASK)
+
+
 def _atomic_write(target: Path, write) -> None:
     """Write through `write(tmp_path)` then rename over `target`: readers never see a torn file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600: give the file the mode open() would have
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -138,6 +143,15 @@ def write_json_atomic(target: Path, data: dict) -> None:
             f.write("\n")
 
     _atomic_write(Path(target), write)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Return the hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_parquet_atomic(target: Path, table: pa.Table) -> None:
