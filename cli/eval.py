@@ -141,7 +141,7 @@ def _check_source(option: str, path: Path) -> None:
 
 def _write_result(path: Path, record: dict) -> None:
     from vidrd_data.manifest import write_json_atomic
-    from vidrd_model.eval.report import software_versions
+    from vidrd_model.provenance import software_versions
 
     write_json_atomic(path, {**record, "versions": software_versions()})
     out.print(f"wrote {path}", markup=False, highlight=False)
@@ -187,12 +187,13 @@ def _protocol(ucf101: Path, num_videos: int, class_prompts: Optional[Path]):
 def _generate(model: Path, allocation: dict, prompts: dict, seed: int, sampler, gen_dir: Path, device: str,
               progress: bool):
     """Generates (resuming) every planned video into `gen_dir`; returns the plan."""
+    from vidrd_model import provenance
     from vidrd_model.eval import generate
 
     _quiet_libraries()
     pipe = generate.load_pipeline(model, device, sampler.dtype)
     plan = generate.GenerationPlan(allocation, prompts, seed, generate.resolve_size(pipe, sampler),
-                                   generate.model_identity(model))
+                                   provenance.model_identity(model))
     generate.open_folder(gen_dir, plan)
     done = generate.generate_videos(pipe, plan, gen_dir, device=device, progress=progress)
     out.print(f"{gen_dir}: {done.written} videos generated, {done.skipped} already there ({done.seconds:.1f} s)",

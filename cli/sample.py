@@ -13,7 +13,8 @@ from typing import Optional
 import typer
 
 from cli._app import run_app
-from vidrd_data.manifest import file_sha256
+from vidrd_data.manifest import file_sha256, write_json_atomic
+from vidrd_model import provenance
 from rich.console import Console
 
 app = typer.Typer(
@@ -84,9 +85,7 @@ def model_identity(model: Optional[Path], base: Optional[str], vidrd_ckpt: Optio
                    vae: Optional[Path]) -> dict:
     """Returns what the videos were sampled from: the files given and the sha256 of the weights among them."""
     if model is not None:
-        weights = sorted((model / "unet").glob("*.safetensors")) + sorted((model / "vae").glob("*.safetensors"))
-        return {"kind": "vidrd", "model": str(model.resolve()),
-                "sha256": {str(w.relative_to(model)): file_sha256(w) for w in weights}}
+        return provenance.model_identity(model)
     identity = {"kind": "release" if vidrd_ckpt else "stable_diffusion_untrained_temporal_layers",
                 "base": str(Path(base).resolve()) if Path(base).is_dir() else base}
     if vidrd_ckpt is not None:
@@ -163,27 +162,6 @@ class VideoFiles:
         if self.frames_dir is not None:
             paths.append(self.frames_dir)
         return paths, len(video)
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    import diffusers
-    import torch
-    import transformers
-
-    try:
-        vidrd = version("vidrd")
-    except PackageNotFoundError:  # run from a checkout that is not installed
-        vidrd = None
-    return {"vidrd": vidrd, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__}
-
-
-def _write_json(path: Path, record: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    tmp.replace(path)
 
 
 # ---------------------------------------------------------------------------------------------- command
@@ -266,7 +244,7 @@ def sample(
         )
         paths, num_frames_written = files.finish()
         seconds = time.perf_counter() - started
-        _write_json(out_dir / f"{name}.json", {
+        write_json_atomic(out_dir / f"{name}.json", {
             "video": paths[0].name,
             "frames": num_frames_written,
             "prompt": text,
@@ -291,7 +269,7 @@ def sample(
             "model": identity,
             "device": device,
             "dtype": dtype_name,
-            "versions": _versions(),
+            "versions": provenance.software_versions(),
             "seconds": round(seconds, 2),
         })
         out.print(f"{paths[0]}  ({num_frames_written} frames, {seconds:.1f} s)", markup=False, highlight=False)

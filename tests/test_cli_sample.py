@@ -1,6 +1,7 @@
 """`vidrd-sample` on a tiny SD-2.1-style model: playable mp4s of the right length, JSON records, inputs, errors."""
 
 import json
+from importlib.metadata import version
 
 import pytest
 import torch
@@ -78,7 +79,7 @@ def test_writes_a_playable_mp4_of_the_assembled_length_and_a_json_of_every_param
     }
     assert record["model"]["kind"] == "vidrd" and record["model"]["model"] == str(model_dir.resolve())
     assert len(record["model"]["sha256"]["unet/diffusion_pytorch_model.safetensors"]) == 64
-    assert record["scheduler"]["class"] == "DDIMScheduler" and record["versions"]["torch"] == torch.__version__
+    assert record["scheduler"]["class"] == "DDIMScheduler" and record["versions"]["torch"] == version("torch")
 
 
 def test_gif_and_frames_dir_get_every_frame_of_the_video(capsys, model_dir, tmp_path):

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidrd_data.manifest import file_sha256, write_json_atomic
+from vidrd_data.manifest import write_json_atomic
 from vidrd_model.eval.videos import VideoRef
 
 log = logging.getLogger(__name__)
@@ -106,14 +106,6 @@ class GenerationPlan:
                 "prompts": {cls: self.prompts[cls] for cls, n in self.allocation.items() if n},
                 "seed": self.seed, "seeds": "video i uses seed + i (torch.Generator('cpu'))",
                 "sampler": self.sampler.as_dict(), "crf": self.crf, "model": self.model}
-
-
-def model_identity(model_dir: Path) -> dict:
-    """Returns what the videos are sampled from: the model folder and the sha256 of its weights."""
-    model_dir = Path(model_dir)
-    weights = sorted((model_dir / "unet").glob("*.safetensors")) + sorted((model_dir / "vae").glob("*.safetensors"))
-    return {"kind": "vidrd", "model": str(model_dir.resolve()),
-            "sha256": {w.relative_to(model_dir).as_posix(): file_sha256(w) for w in weights}}
 
 
 # Sampler settings that do not change a video's frames (only memory use), left out of a folder's identity.
@@ -248,7 +240,7 @@ def generate_videos(pipe, plan: GenerationPlan, out_dir: Path, *, device: str = 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from vidrd_data.video_io import write_mp4
-    from vidrd_model.eval.report import software_versions
+    from vidrd_model.provenance import software_versions
 
     out_dir = Path(out_dir)
     for stale in remove_stale_temps(out_dir, plan):

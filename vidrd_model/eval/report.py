@@ -52,19 +52,6 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def software_versions() -> dict:
-    """Returns the versions of the packages a generated video or a metric depends on (None: not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for package in ("vidrd", "torch", "diffusers", "transformers", "numpy", "scipy", "open_clip_torch", "av"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
 def _number(value, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
