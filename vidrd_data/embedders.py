@@ -84,6 +84,33 @@ class HistogramEmbedder:
         return out.astype(np.float32)
 
 
+def load_open_clip(model: str, pretrained: str | None, *, config=None, checkpoint=None, device="cpu",
+                   hint: str = "offline, pass --clip-config and --clip-checkpoint"):
+    """Return (model in eval mode, its image preprocessing, an id naming model and weights) through open_clip:
+    `model`/`pretrained` any open_clip name and tag, or offline a model `config` JSON (the model is named after its
+    file stem, as open_clip names configs) and a state-dict `checkpoint` (open_clip loads it with
+    `torch.load(weights_only=True)`). Any failure is one EmbedderError line ending in `hint`."""
+    import open_clip
+
+    if config is not None:
+        config = Path(config)
+        if not config.is_file():
+            raise EmbedderError(f"open_clip model config not found: {config}")
+        open_clip.add_model_config(config)
+        model = config.stem
+    if checkpoint is not None:
+        if not Path(checkpoint).is_file():
+            raise EmbedderError(f"open_clip checkpoint not found: {checkpoint}")
+        pretrained = os.fspath(checkpoint)
+    try:
+        network, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained, device=device)
+    except Exception as exc:  # noqa: BLE001 - unknown name, missing weights offline, bad checkpoint: one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EmbedderError(f"cannot load open_clip {model!r} (pretrained={pretrained!r}): {first}; {hint}") from None
+    model_id = f"open_clip:{model}/{Path(pretrained).name if pretrained else 'random'}"
+    return network.eval(), preprocess, model_id
+
+
 class OpenClipEmbedder:
     """CLIP image embeddings through open_clip: a model name + pretrained tag, or a local config JSON + checkpoint.
 
@@ -109,33 +136,15 @@ class OpenClipEmbedder:
         device: str = "auto",
         batch_size: int = 64,
     ):
-        import open_clip
         import torch
 
         if batch_size < 1:
             raise EmbedderError(f"batch_size must be ≥ 1, got {batch_size}")
-        if config is not None:
-            config = Path(config)
-            if not config.is_file():
-                raise EmbedderError(f"open_clip model config not found: {config}")
-            open_clip.add_model_config(config)
-            model = config.stem
-        if checkpoint is not None:
-            if not Path(checkpoint).is_file():
-                raise EmbedderError(f"open_clip checkpoint not found: {checkpoint}")
-            pretrained = os.fspath(checkpoint)
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    "cpu" if device == "auto" else device)
-        try:
-            self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=pretrained, device=self.device
-            )
-        except Exception as exc:  # noqa: BLE001 - unknown name, missing weights offline, bad checkpoint: one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EmbedderError(
-                f"cannot load open_clip {model!r} (pretrained={pretrained!r}): {first}; "
-                "offline, pass --clip-config and --clip-checkpoint, or use --embedder histogram"
-            ) from None
+        self.model, self.preprocess, self.model_id = load_open_clip(
+            model, pretrained, config=config, checkpoint=checkpoint, device=self.device,
+            hint="offline, pass --clip-config and --clip-checkpoint, or use --embedder histogram")
         self.model.eval()
         if self.device.type == "cpu":
             # Leave a core to the decoder thread: torch's OpenMP workers spin-wait, and oversubscribed they crawl.
@@ -146,7 +155,6 @@ class OpenClipEmbedder:
         self.autocast_dtype = None
         if self.device.type == "cuda":
             self.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.model_id = f"open_clip:{model}/{Path(pretrained).name if pretrained else 'random'}"
         log.info("loaded open_clip %s on %s", self.model_id, self.device)
 
     def embed(self, frames: np.ndarray) -> np.ndarray:

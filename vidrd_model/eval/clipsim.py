@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-from vidrd_data.embedders import EmbedderError
+from vidrd_data.embedders import load_open_clip
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ class ClipScorer:
     """An open_clip model scoring frames against a text: a name + pretrained tag, or (offline) a config JSON, named
     after its file stem as open_clip names configs, plus a state-dict checkpoint.
 
-    The loading rules are those of `vidrd_data.embedders.OpenClipEmbedder`; this class keeps its own loader because a
-    metric runs in float32 without autocast and must not cap torch's threads as the segment stage does.
+    Loaded as the segment stage's `OpenClipEmbedder` loads it (`vidrd_data.embedders.load_open_clip`), but a metric
+    runs in float32 without autocast and leaves torch's thread count alone.
     """
 
     def __init__(
@@ -39,29 +39,10 @@ class ClipScorer:
         import open_clip
         import torch
 
-        if config is not None:
-            if not Path(config).is_file():
-                raise EmbedderError(f"open_clip model config not found: {config}")
-            open_clip.add_model_config(Path(config))
-            model = Path(config).stem
-        if checkpoint is not None:
-            if not Path(checkpoint).is_file():
-                raise EmbedderError(f"open_clip checkpoint not found: {checkpoint}")
-            pretrained = os.fspath(checkpoint)
         self.device = torch.device(device)
-        try:
-            self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=pretrained, device=self.device
-            )
-            self.tokenizer = open_clip.get_tokenizer(model)
-        except Exception as exc:  # noqa: BLE001 - unknown name, missing weights offline, bad checkpoint: one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EmbedderError(
-                f"cannot load open_clip {model!r} (pretrained={pretrained!r}): {first}; "
-                "offline, pass --clip-config and --clip-checkpoint"
-            ) from None
-        self.model.eval()
-        self.model_id = f"open_clip:{model}/{Path(pretrained).name if pretrained else 'random'}"
+        self.model, self.preprocess, self.model_id = load_open_clip(
+            model, pretrained, config=config, checkpoint=checkpoint, device=self.device)
+        self.tokenizer = open_clip.get_tokenizer(Path(config).stem if config is not None else model)
 
     def frame_text_cosine(self, frames: np.ndarray, text: str) -> np.ndarray:
         """Return the cosine similarity `[T]` (float64) of each uint8 frame `[T, H, W, 3]` with `text`."""
