@@ -21,6 +21,34 @@ def shared_video(name: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module (use: `pytestmark = pytest.mark.usefixtures("one_torch_thread")`): on a
+    shared 2-core machine two threads contend."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_cli(main, capsys, *argv) -> tuple[int, str, str]:
+    """Run a CLI's `main` on `argv` (made strings); return its exit status, stdout and stderr."""
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, prog: str) -> str:
+    """Assert a usage error: exit status 2 and one line `prog: …` on stderr, no traceback; return that line."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: ") and "Traceback" not in err, err
+    return lines[0]
+
+
 @pytest.fixture
 def image_set(tmp_path):
     """A small image-text set: 12 images with a captions.csv, plus one missing and one empty-caption row."""

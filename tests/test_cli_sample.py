@@ -7,18 +7,13 @@ import pytest
 import torch
 
 from cli.sample import load_pipeline, main
+from tests.conftest import assert_one_line_error, run_cli
 from tests.tiny_sd import perturb_temporal_layers_, tiny_stable_diffusion
 from vidrd_data.video_io import probe, read_frames
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FAST = ["--frames", "4", "--overlap-frames", "2", "--steps", "2", "--height", "16", "--width", "16", "--no-progress"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads contend on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +39,11 @@ def model_dir(vidrd_pipeline, tmp_path_factory):
 
 
 def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(main, capsys, *argv)
 
 
 def one_line_error(code, err):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("vidrd-sample: ") and "Traceback" not in err
-    return lines[0]
+    return assert_one_line_error(code, err, "vidrd-sample")
 
 
 @pytest.mark.parametrize("overlap, expected_frames", [("keep", 3 * 4), ("drop", 4 + 2 * (4 - 2))])

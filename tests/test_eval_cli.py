@@ -6,17 +6,12 @@ import pytest
 import torch
 
 from cli.eval import main
+from tests.conftest import assert_one_line_error, run_cli
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = ["--steps", "2", "--height", "16", "--width", "16", "--resolution", "32", "--batch-size", "4",
         "--device", "cpu", "--no-progress"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads contend on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +44,11 @@ def protocol_run(inputs, tmp_path_factory):
 
 
 def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(main, capsys, *argv)
 
 
 def one_line_error(code, err):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("vidrd-eval: ") and "Traceback" not in err, err
-    return lines[0]
+    return assert_one_line_error(code, err, "vidrd-eval")
 
 
 def test_ucf101_writes_results_json_with_every_setting_and_a_flagged_table(protocol_run, inputs):

@@ -17,15 +17,8 @@ from vidrd_model.sampling import (
     staged_guidance_steps,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SIZE = 16  # pixels; 8x8 latents
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads contend on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -20,22 +20,14 @@ from vidrd_model.unet import VideoUNet
 from vidrd_model.vae import TemporalAutoencoderKL
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "specs" / "golden"
-pytestmark = pytest.mark.skipif(
-    not (GOLDEN / "sampler_tiny.safetensors").is_file(),
-    reason=f"official golden sampler run not found at {GOLDEN} (../shared/specs/golden)",
-)
+pytestmark = [
+    pytest.mark.skipif(not (GOLDEN / "sampler_tiny.safetensors").is_file(),
+                       reason=f"official golden sampler run not found at {GOLDEN} (../shared/specs/golden)"),
+    pytest.mark.usefixtures("one_torch_thread"),  # the README's 1-vs-2-thread noise is within tolerance
+]
 LATENTS_ATOL = 5e-4
 UNET_REPLAY_ATOL = 2e-5
 VIDEO_ATOL = 1e-4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: on a shared 2-core machine two contend; the README's 1-vs-2-thread noise is within tolerance."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
