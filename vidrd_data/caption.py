@@ -9,8 +9,8 @@ frames really are; a clip's span is whole frames `[start_frame, end_frame)` and 
 records `caption_source="blip2"` and, in the `captioning` struct, the model, the prompt, the frames used and their
 captions.
 
-Probing, decoding and the captioner's preprocessing run on background threads, a few batches ahead of the model,
-so the model does not wait for the decoder (`CaptionClips.process_many`).
+Probing, decoding and the captioner's image preprocessing run in decode worker processes (`ClipDecoder`), a few
+batches ahead of the model, so the model does not wait for the decoder (`CaptionClips.process_many`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Image captioners that turn frames into text: the interface the `caption` and `segment` stages use.
 
 A captioner is used as `captioner.caption(images, prompts)`. It splits that call in two so a stage can pipeline
-it: `prepare` (CPU preprocessing: resize, normalise, tokenise) runs in the stage's decode thread, `generate` (the
-model) in the main one.
+it: `prepare` (CPU preprocessing: resize, normalise, tokenise) runs off the model's thread, `generate` (the model)
+in the main one. `Blip2Captioner` splits `prepare` once more for the caption stage's worker processes: a picklable
+`image_inputs()` step there, `assemble` (pixel values + prompts) beside the model.
 """
 
 from __future__ import annotations
