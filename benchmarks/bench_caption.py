@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vidrd_data.caption import CaptionClips, CaptionOptions
-from vidrd_data.runner import run_stage
+from vidrd_data.stages.caption import CaptionClips, CaptionOptions
+from vidrd_data.run.runner import run_stage
 from vidrd_data.sources import video_folder
-from vidrd_data.video_io import probe, read_frames, write_mp4
+from vidrd_io.video import probe, read_frames, write_mp4
 
 # name: (width, height, fps, seconds); demo: the `make demo` action clips; ucf: UCF-101's frame size and rate
 CORPORA = {"demo": (128, 96, 8, 2.0), "ucf": (320, 240, 25, 4.0)}
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--runs", default="demo:5,demo:1,ucf:5",
                         help="corpus:beams pairs (5 beams: the stage's default decoding; 1: greedy, a faster model)")
     args = parser.parse_args(argv)
-    from vidrd_data.demo_models import write_tiny_blip2
+    from vidrd_demo.models import write_tiny_blip2
 
     rows_out = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from vidrd_data import manifest as mf
+from vidrd_io import fs
 
 WORDS = "a the dog cat man woman runs jumps red blue small large street field water sky slowly quickly".split()
 
@@ -62,13 +63,13 @@ def write_manifest(out: Path, rows: int, parts: int) -> float:
     meta = mf.new_meta(kind="video_clip", stage="synthetic", params={}, inputs=[], root=None, manifest_dir=out,
                        schema=schema, extra={"num_parts": parts, "shard_size": rows // parts})
     out.mkdir(parents=True, exist_ok=True)
-    mf.write_json_atomic(out / mf.MANIFEST_FILE, meta)
+    fs.write_json_atomic(out / mf.MANIFEST_FILE, meta)
     elapsed = 0.0
     for i in range(parts):
         table = synthetic_part(i, rows // parts, rng, schema)
         t = time.perf_counter()
-        mf.write_parquet_atomic(out / mf.part_name(i), table)
-        mf.write_json_atomic(out / mf.stats_name(i), mf.part_stats(table, table.num_rows, 1.0))
+        fs.write_parquet_atomic(out / mf.part_name(i), table)
+        fs.write_json_atomic(out / mf.stats_name(i), mf.part_stats(table, table.num_rows, 1.0))
         elapsed += time.perf_counter() - t
     return elapsed
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         assert table.num_rows == args.rows
         del table
         inspect_s, inspect_rss = child([sys.executable, "-m", "cli.data", "inspect", str(out), "--json"])
-        from vidrd_data.inspection import summarize
+        from vidrd_data.inspection.summary import summarize
 
         t = time.perf_counter()
         summarize(mf.Manifest.open(out))

@@ -18,13 +18,13 @@ from PIL import Image
 
 from vidrd_data import manifest as mf
 from vidrd_data import sources
-from vidrd_data.images import open_image
-from vidrd_data.pseudo_video import MotionConfig, draw_motion, output_size, render_pseudo_video
-from vidrd_data.runner import run_stage
+from vidrd_io.images import open_image
+from vidrd_data.stages.pseudo_video import MotionConfig, draw_motion, output_size, render_pseudo_video
+from vidrd_data.run.runner import run_stage
 
 
 def _images(folder: Path, n: int) -> list[Path]:
-    from vidrd_data.demo import write_images
+    from vidrd_demo.corpus import write_images
 
     table = write_images(folder)  # real photographs, 256 px short side; upscale some to typical web sizes
     photos = [folder / line.split(",")[0] for line in table.read_text().splitlines()[1:19]]

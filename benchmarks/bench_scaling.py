@@ -17,7 +17,7 @@ import pyarrow as pa
 from PIL import Image
 
 from vidrd_data import sources
-from vidrd_data.runner import run_stage
+from vidrd_data.run.runner import run_stage
 
 
 def _corpus(folder: Path, n: int) -> Path:

@@ -30,9 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidrd_data import manifest as mf  # noqa: E402
-from vidrd_data.runner import run_stage  # noqa: E402
-from vidrd_data.segment import FrameSampler, cut_scores, manifest_cuts, prepare  # noqa: E402
-from vidrd_data.video_io import probe  # noqa: E402
+from vidrd_data.run.runner import run_stage  # noqa: E402
+from vidrd_data.stages.segment import FrameSampler, cut_scores, manifest_cuts, prepare  # noqa: E402
+from vidrd_io.video import probe  # noqa: E402
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 # The reference cuts of ../shared/data/videos/README.md (what PySceneDetect 0.7's golden files say).
@@ -74,7 +74,7 @@ def write_montage(videos: Path, out: Path, shots: int = 30, seed: int = 0) -> tu
     """
     from PIL import Image
 
-    from vidrd_data.video_io import read_frames, write_mp4
+    from vidrd_io.video import read_frames, write_mp4
 
     sources = [("testvideo.mp4", 1.1, 5.9), ("testvideo.mp4", 8.1, 10.9), ("testvideo.mp4", 14.6, 17.4),
                ("testvideo.mp4", 18.7, 21.9), ("issue-134-rotate.mp4", 0.0, 3.7),
@@ -163,8 +163,8 @@ def quality_rows(files: dict[Path, list[float]], title: str, repeats: int, toler
 
 
 def throughput_rows(videos: Path, names: list[str], repeats: int, tmp: Path) -> list[dict]:
-    from vidrd_data.demo_models import write_tiny_open_clip
-    from vidrd_data.embedders import OpenClipEmbedder
+    from vidrd_demo.models import write_tiny_open_clip
+    from vidrd_data.models.embedders import OpenClipEmbedder
 
     tiny = write_tiny_open_clip(tmp / "open_clip")
     options = {"embedder": "clip", "clip_config": str(tiny.config_path), "clip_checkpoint": str(tiny.checkpoint_path)}

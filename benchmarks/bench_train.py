@@ -18,9 +18,9 @@ from pathlib import Path
 def demo_inputs(folder: Path) -> tuple[Path, list[Path]]:
     """Writes the demo corpus, its images / pseudo-video / actions manifests and the tiny SD; returns them."""
     from vidrd_data import sources
-    from vidrd_data.demo import write_demo_corpus
-    from vidrd_data.demo_models import write_tiny_stable_diffusion
-    from vidrd_data.runner import run_stage
+    from vidrd_demo.corpus import write_demo_corpus
+    from vidrd_demo.models import write_tiny_stable_diffusion
+    from vidrd_data.run.runner import run_stage
 
     write_demo_corpus(folder, models=False)
     manifests = folder / "manifests"

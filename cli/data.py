@@ -47,7 +47,7 @@ def _print_summary(summary) -> None:
 
 
 def _run(stage: str, params: dict, table, root, inputs: list[str], out_dir: Path, workers, shard_size, overwrite, progress):
-    from vidrd_data.runner import run_stage
+    from vidrd_data.run.runner import run_stage
 
     _check_out(out_dir)
     summary = run_stage(
@@ -88,7 +88,7 @@ def images(
     progress: bool = ProgressOpt,
 ) -> None:
     """Image–text pairs → `kind=image` rows (each image decoded once to check it)."""
-    from vidrd_data.images import prepare
+    from vidrd_data.stages.images import prepare
 
     job = prepare(str(input), image_col=image_col, caption_col=caption_col, root=root, source_dataset=source_dataset)
     _run_job(job, out_dir, workers, shard_size, overwrite, progress)
@@ -109,7 +109,7 @@ def videos(
     progress: bool = ProgressOpt,
 ) -> None:
     """Video files → one `video_clip` row per whole video, with probed duration, frames, fps and size."""
-    from vidrd_data.videos import prepare
+    from vidrd_data.stages.videos import prepare
 
     job = prepare(str(input), layout=layout, path_col=path_col, label_col=label_col, root=root,
                   source_dataset=source_dataset)
@@ -147,7 +147,7 @@ def caption(
     progress: bool = ProgressOpt,
 ) -> None:
     """Videos → clips captioned by BLIP-2 (`caption_source=blip2`); decoding runs ahead of the model."""
-    from vidrd_data.caption import prepare
+    from vidrd_data.stages.caption import prepare
 
     job = prepare(
         str(input), blip2=blip2, layout=layout, split=split, path_col=path_col, root=root,
@@ -195,7 +195,7 @@ def segment(
     progress: bool = ProgressOpt,
 ) -> None:
     """Long videos → coherent segments cut by frame similarity (`video_clip` rows), optionally captioned."""
-    from vidrd_data.segment import prepare
+    from vidrd_data.stages.segment import prepare
 
     job = prepare(
         str(input), path_col=path_col, root=root, source_dataset=source_dataset, embedder=embedder, clip=clip,
@@ -240,7 +240,7 @@ def pseudo_video(
     progress: bool = ProgressOpt,
 ) -> None:
     """Image–text pairs → pseudo-videos: seeded camera motion over each still, stored lazily as motion parameters."""
-    from vidrd_data.pseudo_video import prepare
+    from vidrd_data.stages.pseudo_video import prepare
 
     job = prepare(
         input, captions=captions, image_col=image_col, caption_col=caption_col, root=root,
@@ -265,8 +265,8 @@ def build(
     progress: bool = ProgressOpt,
 ) -> None:
     """Run every source of a recipe through its stage, then write one mixed training manifest and a build report."""
-    from vidrd_data.recipe import build as build_recipe
-    from vidrd_data.recipe import load_recipe
+    from vidrd_data.mix.recipe import build as build_recipe
+    from vidrd_data.mix.recipe import load_recipe
 
     if (shard_index is None) != (num_shards is None):
         raise UsageProblem("--shard-index and --num-shards go together")
@@ -297,7 +297,7 @@ def retry(
     root: Optional[Path] = RootOpt,
 ) -> None:
     """Re-run only the failed rows of a finished manifest, rewriting the parts that hold them."""
-    from vidrd_data.runner import retry_failed
+    from vidrd_data.run.runner import retry_failed
 
     _print_summary(retry_failed(manifest_dir, workers=workers, progress=progress, root=root))
 
@@ -317,12 +317,12 @@ def inspect(
     root: Optional[Path] = RootOpt,
 ) -> None:
     """Schema, counts by kind / dataset / status, caption and duration statistics, failures, sample rows."""
-    from vidrd_data.inspection import summarize
+    from vidrd_data.inspection.summary import summarize
 
     m = _open(manifest_dir, root)
     info = summarize(m, samples=samples)
     if sheet is not None:
-        from vidrd_data.sheet import contact_sheet
+        from vidrd_data.inspection.sheet import contact_sheet
 
         info["sheet"] = {"path": str(sheet), "samples": contact_sheet(m, str(sheet))}
     if as_json:
@@ -365,7 +365,7 @@ def validate(
     check_files: bool = typer.Option(True, "--files/--no-files", help="Check that source files exist."),
 ) -> None:
     """Check schema, unique ids, spans and source files. Exit 1 listing problems, 2 if not a manifest."""
-    from vidrd_data.inspection import validate as validate_manifest
+    from vidrd_data.inspection.summary import validate as validate_manifest
 
     m = _open(manifest_dir, root)
     problems = validate_manifest(m, check_files=check_files)
@@ -384,7 +384,7 @@ def demo(
     models: bool = typer.Option(True, "--models/--no-models", help="Write the tiny models too."),
 ) -> None:
     """Write the demo corpus and tiny models (offline, deterministic); with --run, run the pipeline on it."""
-    from vidrd_data.demo import write_demo_corpus
+    from vidrd_demo.corpus import write_demo_corpus
 
     _check_out(out_dir)
     paths = write_demo_corpus(out_dir, models=models)
@@ -397,9 +397,9 @@ def demo(
 
 def _run_demo(root: Path) -> None:
     from vidrd_data import sources
-    from vidrd_data.inspection import summarize, validate as validate_manifest
+    from vidrd_data.inspection.summary import summarize, validate as validate_manifest
     from vidrd_data.manifest import Manifest
-    from vidrd_data.sheet import contact_sheet
+    from vidrd_data.inspection.sheet import contact_sheet
 
     manifests = root / "manifests"
     built = []  # manifest names, in the order the stages ran
@@ -415,7 +415,7 @@ def _run_demo(root: Path) -> None:
     table, base = sources.video_folder(root / "actions", layout="action", source_dataset="demo_actions")
     stage("actions", "videos", {}, table, base, ["actions"])
     if (root / "models" / "blip2").is_dir():
-        from vidrd_data.caption import prepare as prepare_caption
+        from vidrd_data.stages.caption import prepare as prepare_caption
 
         job = prepare_caption(str(root / "actions"), blip2=str(root / "models" / "blip2"), split="trainlist01.txt",
                               source_dataset="demo_actions", prompt="a video of {label},")
@@ -423,8 +423,8 @@ def _run_demo(root: Path) -> None:
     table, base = sources.video_folder(root / "long", source_dataset="demo_long")
     stage("long", "videos", {}, table, base, ["long"])
     if (root / "models" / "open_clip").is_dir() and (root / "models" / "minigpt4").is_dir():
-        from vidrd_data.segment import cut_scores, manifest_cuts
-        from vidrd_data.segment import prepare as prepare_segment
+        from vidrd_data.stages.segment import cut_scores, manifest_cuts
+        from vidrd_data.stages.segment import prepare as prepare_segment
 
         models = root / "models"
         job = prepare_segment(
@@ -458,8 +458,8 @@ def _run_demo(root: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the app; user errors become one line and exit status 2 (a traceback only with --debug)."""
     from vidrd_data.manifest import ManifestError
-    from vidrd_data.recipe import RecipeError
-    from vidrd_data.runner import RunnerError
+    from vidrd_data.mix.recipe import RecipeError
+    from vidrd_data.run.stage import RunnerError
     from vidrd_data.sources import InputError
 
     user_errors = (UsageProblem, InputError, ManifestError, RunnerError, RecipeError, FileNotFoundError, NotADirectoryError)

@@ -140,7 +140,7 @@ def _check_source(option: str, path: Path) -> None:
 
 
 def _write_result(path: Path, record: dict) -> None:
-    from vidrd_data.manifest import write_json_atomic
+    from vidrd_io.fs import write_json_atomic
     from vidrd_model.provenance import software_versions
 
     write_json_atomic(path, {**record, "versions": software_versions()})
@@ -373,7 +373,7 @@ def ucf101_protocol(
     is_splits: int = SplitsOpt, device: str = DeviceOpt, progress: bool = ProgressOpt,
 ) -> None:
     """UCF-101 zero-shot: generate, then FVD against train split 1's clips and IS; writes results.json and .md."""
-    from vidrd_data.manifest import file_sha256
+    from vidrd_io.fs import file_sha256
     from vidrd_model.eval import generate as gen
     from vidrd_model.eval.fvd import check_real_statistics
     from vidrd_model.eval.ucf101 import DEFAULT_NUM_VIDEOS, real_videos

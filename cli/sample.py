@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from cli._app import run_app
-from vidrd_data.manifest import file_sha256, write_json_atomic
+from vidrd_io.fs import file_sha256, write_json_atomic
 from vidrd_model import provenance
 from rich.console import Console
 
@@ -150,7 +150,7 @@ class VideoFiles:
         import numpy as np
         from PIL import Image
 
-        from vidrd_data.video_io import write_mp4
+        from vidrd_io.video import write_mp4
 
         video = np.concatenate(self.frames)
         paths = [self.stem.with_suffix(".mp4")]

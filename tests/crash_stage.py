@@ -5,7 +5,7 @@ import os
 import signal
 from pathlib import Path
 
-from vidrd_data.images import ImageIngest
+from vidrd_data.stages.images import ImageIngest
 
 
 class CrashOnce(ImageIngest):

@@ -2,7 +2,7 @@
 
 import time
 
-from vidrd_data.images import ImageIngest
+from vidrd_data.stages.images import ImageIngest
 
 
 class SlowImages(ImageIngest):

@@ -17,9 +17,9 @@ from tests.conftest import shared_video
 from tests.crash_stage import DieOnWhiteFrames
 from vidrd_data import manifest as mf
 from vidrd_data import sources
-from vidrd_data.caption import CaptionClips, CaptionOptions, ClipDecoder, choose_caption, clip_windows, prepare
-from vidrd_data.runner import retry_failed, run_stage
-from vidrd_data.video_io import VideoError, write_mp4
+from vidrd_data.stages.caption import CaptionClips, CaptionOptions, ClipDecoder, choose_caption, clip_windows, prepare
+from vidrd_data.run.runner import retry_failed, run_stage
+from vidrd_io.video import VideoError, write_mp4
 
 # short greedy captions keep the tests quick; decode worker threads spare each test the processes' start-up (the
 # default, processes, runs in the tests that ask for it and through the CLI)
@@ -28,14 +28,14 @@ FAST = {"beams": 1, "max_new_tokens": 4, "batch_size": 4, "decode_in": "threads"
 
 @pytest.fixture(scope="module")
 def blip2_dir(tmp_path_factory):
-    from vidrd_data.demo_models import write_tiny_blip2
+    from vidrd_demo.models import write_tiny_blip2
 
     return write_tiny_blip2(tmp_path_factory.mktemp("models") / "blip2")
 
 
 @pytest.fixture(scope="module")
 def captioner(blip2_dir):
-    from vidrd_data.captioners.blip2 import Blip2Captioner
+    from vidrd_data.models.captioners.blip2 import Blip2Captioner
 
     return Blip2Captioner(blip2_dir, num_beams=1, max_new_tokens=6, batch_size=8)
 
@@ -134,7 +134,7 @@ def test_captions_do_not_depend_on_batching_or_on_the_other_prompts_in_a_batch(c
 
 
 def test_check_model_refuses_a_directory_that_is_not_blip2(tmp_path, blip2_dir):
-    from vidrd_data.captioners.blip2 import check_model
+    from vidrd_data.models.captioners.blip2 import check_model
 
     check_model(blip2_dir)
     with pytest.raises(ValueError, match="cannot load a BLIP-2 config"):
@@ -144,7 +144,7 @@ def test_check_model_refuses_a_directory_that_is_not_blip2(tmp_path, blip2_dir):
 def test_blip2_loading_never_allows_remote_code(blip2_dir, monkeypatch):
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
-    from vidrd_data.captioners.blip2 import Blip2Captioner
+    from vidrd_data.models.captioners.blip2 import Blip2Captioner
 
     seen = []
     for cls in (Blip2Processor, Blip2ForConditionalGeneration):
@@ -314,7 +314,7 @@ def test_variable_frame_rate_clips_and_frames_follow_the_timestamps(tmp_path, bl
     assert [r["captioning"]["frame_times"] for r in rows] == [[0.3], [1.1], [2.6]]  # shown at 0.5, 1.75 and 3.2 s
     assert all(r["status"] == "ok" for r in rows)
 
-    from vidrd_data.video_io import read_frames
+    from vidrd_io.video import read_frames
 
     shown = read_frames(root / "vfr.mp4", [t for r in rows for t in r["captioning"]["frame_times"]])
     assert [round(f.mean() / 20) for f in shown] == [3, 6, 8]  # frames 3, 6 and 8 by their grey level

@@ -9,7 +9,7 @@ import torch
 from cli.sample import load_pipeline, main
 from tests.conftest import assert_one_line_error, run_cli
 from tests.tiny_sd import perturb_temporal_layers_, tiny_stable_diffusion
-from vidrd_data.video_io import probe, read_frames
+from vidrd_io.video import probe, read_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

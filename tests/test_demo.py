@@ -6,8 +6,8 @@ import pytest
 from cli.data import main
 from tests.conftest import REPO
 from vidrd_data import manifest as mf
-from vidrd_data.demo import LONG_VIDEOS, write_demo_corpus
-from vidrd_data.video_io import probe
+from vidrd_demo.corpus import LONG_VIDEOS, write_demo_corpus
+from vidrd_io.video import probe
 
 
 def _digest(root):

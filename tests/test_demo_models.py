@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from tests.conftest import SHARED
-from vidrd_data.demo_models import (
+from vidrd_demo.models import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
     MiniGPT4Arch,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vidrd_data.embedders import EmbedderError, HistogramEmbedder, OpenClipEmbedder, make_embedder
+from vidrd_data.models.embedders import EmbedderError, HistogramEmbedder, OpenClipEmbedder, make_embedder
 
 
 def _scene(seed, h=72, w=128):
@@ -39,7 +39,7 @@ def test_histogram_tells_where_colours_are_not_only_which():
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    from vidrd_data.demo_models import write_tiny_open_clip
+    from vidrd_demo.models import write_tiny_open_clip
 
     return write_tiny_open_clip(tmp_path_factory.mktemp("open_clip"))
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vidrd_data.demo_models import write_standin_extractors, write_tiny_open_clip
-from vidrd_data.video_io import write_mp4
+from vidrd_demo.models import write_standin_extractors, write_tiny_open_clip
+from vidrd_io.video import write_mp4
 from vidrd_model.eval.clipsim import ClipScorer, clipsim
 from vidrd_model.eval.evaluate import EvalSettings, compute_clipsim, compute_fvd, compute_is
 from vidrd_model.eval.extractors import (
@@ -18,7 +18,7 @@ from vidrd_model.eval.extractors import (
     i3d_features,
     load_extractor,
 )
-from vidrd_data.video_io import VideoError
+from vidrd_io.video import VideoError
 from vidrd_model.eval.features import decode_then_run, extract
 from vidrd_model.eval.fvd import StatisticsMismatch, feature_statistics, frechet_distance, real_statistics
 from vidrd_model.eval.inception import inception_score
@@ -201,8 +201,8 @@ def test_list_videos_reads_folders_recursively_with_prompt_sidecars(video_sets, 
 
 
 def test_list_videos_reads_manifest_rows(video_sets, tmp_path):
-    from vidrd_data.runner import run_stage
-    from vidrd_data.videos import prepare
+    from vidrd_data.run.runner import run_stage
+    from vidrd_data.stages.videos import prepare
 
     job = prepare(str(video_sets / "real"))
     run_stage(job.stage, job.params, job.inputs, tmp_path / "m", root=job.root, input_desc=job.input_desc,

@@ -8,8 +8,9 @@ import pytest
 
 from tests.conftest import REPO
 from vidrd_data import manifest as mf
+from vidrd_io import fs
 from vidrd_data import sources
-from vidrd_data.runner import run_stage
+from vidrd_data.run.runner import run_stage
 
 
 def _reference_columns():
@@ -128,7 +129,7 @@ def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
     import os
     import stat
 
-    mf.write_json_atomic(tmp_path / "a.json", {"x": 1})
+    fs.write_json_atomic(tmp_path / "a.json", {"x": 1})
     (tmp_path / "b.json").write_text("{}")
     mode = stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "b.json").st_mode) and mode != 0o600

@@ -16,10 +16,10 @@ from cli.data import main
 from tests.conftest import REPO
 from vidrd_data import manifest as mf
 from vidrd_data import sources
-from vidrd_data.images import open_image
-from vidrd_data.pseudo_video import MotionConfig, draw_motion, motion_boxes, output_size, render_pseudo_video
-from vidrd_data.runner import run_stage
-from vidrd_data.video_io import probe
+from vidrd_io.images import open_image
+from vidrd_data.stages.pseudo_video import MotionConfig, draw_motion, motion_boxes, output_size, render_pseudo_video
+from vidrd_data.run.runner import run_stage
+from vidrd_io.video import probe
 
 
 def _photo(w, h, seed=0):
@@ -137,7 +137,7 @@ def test_rows_describe_the_clip_and_render_back(photo_set, tmp_path):
     r = rows[3]
     assert (r["num_frames"], r["fps"], r["start_time"], r["end_time"], r["end_frame"]) == (6, 4.0, 0.0, 1.5, 6)
     assert r["height"] == 128 and r["width"] == output_size((r["image_width"], r["image_height"]), 128, "keep")[0]
-    from vidrd_data.pseudo_video import render_row
+    from vidrd_data.stages.pseudo_video import render_row
 
     assert render_row(r, m.resolve(r["source_path"])).shape == (6, 128, r["width"], 3)
 
@@ -148,8 +148,8 @@ def test_materialize_writes_mp4s_matching_the_lazy_render(photo_set, tmp_path):
     row = m.read().to_pylist()[0]
     info = probe(row["materialized_path"])
     assert (info.num_frames, info.width, info.height) == (8, row["width"], 64)
-    from vidrd_data.pseudo_video import render_row
-    from vidrd_data.video_io import read_frames
+    from vidrd_data.stages.pseudo_video import render_row
+    from vidrd_io.video import read_frames
 
     lazy = render_row(row, m.resolve(row["source_path"]))
     decoded = read_frames(row["materialized_path"], info.timestamps + 1e-3)

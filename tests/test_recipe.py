@@ -8,9 +8,9 @@ from PIL import Image
 from cli.data import main
 from tests.conftest import REPO
 from vidrd_data import manifest as mf
-from vidrd_data.recipe import RecipeError, build, load_recipe
-from vidrd_data.runner import run_stage
-from vidrd_data.video_io import write_mp4
+from vidrd_data.mix.recipe import RecipeError, build, load_recipe
+from vidrd_data.run.runner import run_stage
+from vidrd_io.video import write_mp4
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@ import pytest
 
 from cli.data import main
 from tests.conftest import REPO
-from vidrd_data.demo import demo_recipe
-from vidrd_data.recipe import load_recipe
+from vidrd_demo.corpus import demo_recipe
+from vidrd_data.mix.recipe import load_recipe
 
 GOOD_SOURCE = '[sources.a]\nstage = "images"\ninput = "list.csv"\n'
 

@@ -13,7 +13,8 @@ from PIL import Image
 from tests.conftest import REPO
 from vidrd_data import manifest as mf
 from vidrd_data import sources
-from vidrd_data.runner import RunnerError, Stage, retry_failed, run_stage
+from vidrd_data.run.runner import retry_failed, run_stage
+from vidrd_data.run.stage import RunnerError, Stage
 
 
 def _rows(out):
@@ -42,7 +43,7 @@ def _run_script(table_path, out, workers, delay):
     return textwrap.dedent(
         f"""
         from vidrd_data import sources
-        from vidrd_data.runner import run_stage
+        from vidrd_data.run.runner import run_stage
         table, root = sources.caption_table({str(table_path)!r}, path_col="image")
         run_stage("tests.slow_stage:SlowImages", {{"delay": {delay}}}, table, {str(out)!r}, root=root,
                   input_desc=["x"], shard_size=7, workers={workers}, progress=False)

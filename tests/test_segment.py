@@ -10,16 +10,16 @@ import pytest
 from cli.data import main
 from tests.conftest import shared_video
 from vidrd_data import manifest as mf
-from vidrd_data.demo import write_long_videos
-from vidrd_data.segment import (
+from vidrd_demo.corpus import write_long_videos
+from vidrd_data.stages.segment import (
     SegmentOptions,
     cut_scores,
     manifest_cuts,
     prepare,
     segment_video,
 )
-from vidrd_data.runner import run_stage
-from vidrd_data.video_io import write_mp4
+from vidrd_data.run.runner import run_stage
+from vidrd_io.video import write_mp4
 
 HISTOGRAM = {"embedder": "histogram"}
 
@@ -41,7 +41,7 @@ def long_videos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     """The tiny open_clip, MiniGPT-4 and BLIP-2 models in their real formats (written once per session)."""
-    from vidrd_data.demo_models import write_tiny_blip2, write_tiny_minigpt4, write_tiny_open_clip
+    from vidrd_demo.models import write_tiny_blip2, write_tiny_minigpt4, write_tiny_open_clip
 
     root = tmp_path_factory.getbasetemp() / "tiny_models"
     if not (root / "done").exists():

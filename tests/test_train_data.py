@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests.train_corpus import CORRUPT_ID, write_corpus
-from vidrd_data.images import open_image
-from vidrd_data.pseudo_video import render_pseudo_video
+from vidrd_io.images import open_image
+from vidrd_data.stages.pseudo_video import render_pseudo_video
 from vidrd_model.data import (
     IMAGE,
     VIDEO,

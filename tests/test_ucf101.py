@@ -182,7 +182,7 @@ FAST = gen.SamplerSettings(num_clips=2, num_frames=4, overlap_frames=2, num_infe
 
 
 def test_generation_resumes_skipping_videos_whose_mp4_and_json_exist(tiny_pipe, tmp_path):
-    from vidrd_data.video_io import probe
+    from vidrd_io.video import probe
 
     plan = gen.GenerationPlan({"Archery": 2, "Rowing": 1}, {"Archery": "an archer", "Rowing": "a boat"}, 7, FAST,
                               {"sha256": {"unet": "0" * 64}})

@@ -3,8 +3,9 @@ import pytest
 
 from tests.conftest import shared_video
 from vidrd_data import manifest as mf
-from vidrd_data import sources, video_io
-from vidrd_data.runner import run_stage
+from vidrd_data import sources
+from vidrd_io import video as video_io
+from vidrd_data.run.runner import run_stage
 
 
 def test_probe_counter_clip_has_exact_frames_and_timestamps():

@@ -10,9 +10,10 @@ import numpy as np
 from PIL import Image
 
 from vidrd_data import manifest as mf
-from vidrd_data.pseudo_video import MotionConfig, PseudoVideo, draw_motion
-from vidrd_data.recipe import MIXED_FIELDS
-from vidrd_data.video_io import write_mp4
+from vidrd_io import fs
+from vidrd_data.stages.pseudo_video import MotionConfig, PseudoVideo, draw_motion
+from vidrd_data.mix.recipe import MIXED_FIELDS
+from vidrd_io.video import write_mp4
 
 FPS = 8.0
 CLIP_FRAMES = 24
@@ -43,9 +44,9 @@ def write_manifest(path: Path, rows: list[dict], root: Path) -> Path:
     meta = mf.new_meta(kind="mixed", stage="build", params={}, inputs=[], root=root, manifest_dir=path, schema=schema,
                        extra={"num_parts": 1})
     path.mkdir(parents=True)
-    mf.write_json_atomic(path / mf.MANIFEST_FILE, meta)
-    mf.write_parquet_atomic(path / mf.part_name(0), table)
-    mf.write_json_atomic(path / mf.stats_name(0), mf.part_stats(table, table.num_rows, 1.0))
+    fs.write_json_atomic(path / mf.MANIFEST_FILE, meta)
+    fs.write_parquet_atomic(path / mf.part_name(0), table)
+    fs.write_json_atomic(path / mf.stats_name(0), mf.part_stats(table, table.num_rows, 1.0))
     return path
 
 

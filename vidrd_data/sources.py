@@ -19,7 +19,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from vidrd_data import manifest as mf
-from vidrd_data.video_io import VIDEO_EXTENSIONS
+from vidrd_io.video import VIDEO_EXTENSIONS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 

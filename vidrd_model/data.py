@@ -23,10 +23,10 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import Dataset
 
-from vidrd_data.images import open_image
+from vidrd_io.images import open_image
 from vidrd_data.manifest import Manifest
-from vidrd_data.pseudo_video import MOTION_TYPE, render_pseudo_video
-from vidrd_data.video_io import read_frames
+from vidrd_data.stages.pseudo_video import MOTION_TYPE, render_pseudo_video
+from vidrd_io.video import read_frames
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vidrd_data.manifest import file_sha256
+from vidrd_io.fs import file_sha256
 
 PACKAGES = ("vidrd", "torch", "diffusers", "transformers", "numpy", "scipy", "open_clip_torch", "av")
 

@@ -224,7 +224,7 @@ def load_checkpoint(checkpoint: Path, process_index: int, trainable: dict, optim
 def validate(config: TrainConfig, pipe, unet, noise_scheduler, validation, trainable: dict, ema, step: int,
              run: Path, device, dtype) -> float | None:
     """Returns the validation loss (fixed noise and timesteps) and writes one video per validation prompt."""
-    from vidrd_data.video_io import write_mp4
+    from vidrd_io.video import write_mp4
 
     unet.eval()
     if ema is not None:

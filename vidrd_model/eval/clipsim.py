@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-from vidrd_data.embedders import load_open_clip
+from vidrd_data.models.embedders import load_open_clip
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class ClipScorer:
     """An open_clip model scoring frames against a text: a name + pretrained tag, or (offline) a config JSON, named
     after its file stem as open_clip names configs, plus a state-dict checkpoint.
 
-    Loaded as the segment stage's `OpenClipEmbedder` loads it (`vidrd_data.embedders.load_open_clip`), but a metric
+    Loaded as the segment stage's `OpenClipEmbedder` loads it (`vidrd_data.models.embedders.load_open_clip`), but a metric
     runs in float32 without autocast and leaves torch's thread count alone.
     """
 

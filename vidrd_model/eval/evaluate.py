@@ -15,7 +15,7 @@ import numpy as np
 
 from vidrd_model.eval.clipsim import ClipScorer, clipsim
 from vidrd_model.eval.extractors import c3d_probabilities, load_extractor
-from vidrd_data.video_io import VideoError
+from vidrd_io.video import VideoError
 from vidrd_model.eval.features import decode_then_run, error_reason, extract
 from vidrd_model.eval.fvd import feature_statistics, frechet_distance, i3d_feature_fn, i3d_settings, real_statistics
 from vidrd_model.eval.inception import inception_score

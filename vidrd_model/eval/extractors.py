@@ -1,7 +1,7 @@
 """Load the I3D (FVD) and C3D (IS) networks from stylegan-v's TorchScript files and run them on uint8 clips.
 
 TorchScript files carry code as well as weights and `torch.jit.load` runs it: load only files you trust (the
-published metric files, or the stand-ins that `vidrd_data.demo_models.write_standin_extractors` writes).
+published metric files, or the stand-ins that `vidrd_demo.models.write_standin_extractors` writes).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vidrd_data.manifest import file_sha256
+from vidrd_io.fs import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from vidrd_data.manifest import _atomic_write
-from vidrd_data.video_io import VideoError
+from vidrd_io.fs import atomic_write
+from vidrd_io.video import VideoError
 from vidrd_model.eval.videos import VideoRef, inputs_digest
 
 log = logging.getLogger(__name__)
@@ -203,4 +203,4 @@ def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidrd_data.manifest import write_json_atomic
+from vidrd_io.fs import write_json_atomic
 from vidrd_model.eval.videos import VideoRef
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def generate_videos(pipe, plan: GenerationPlan, out_dir: Path, *, device: str = 
     import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from vidrd_data.video_io import write_mp4
+    from vidrd_io.video import write_mp4
     from vidrd_model.provenance import software_versions
 
     out_dir = Path(out_dir)

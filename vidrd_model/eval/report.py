@@ -6,7 +6,7 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vidrd_data.manifest import _atomic_write
+from vidrd_io.fs import atomic_write
 
 
 @dataclass(frozen=True)
@@ -38,18 +38,20 @@ def published_as_dicts() -> list[dict]:
 
 
 def is_standin_extractor(path: str | Path) -> bool:
-    """Returns whether a TorchScript file is one of the demo's stand-in networks (its code is vidrd_data's
-    demo_models), read from the archive's file list so the file's code is not run."""
+    """Returns whether a TorchScript file is one of the demo's stand-in networks (its code lives in the
+    `vidrd_demo` package, or in `vidrd_data/demo_models.py` for files written before the package existed), read
+    from the archive's file list so the file's code is not run."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("code/__torch__/vidrd_data/demo_models.py") for name in archive.namelist())
+            return any("code/__torch__/vidrd_demo/" in name or name.endswith("code/__torch__/vidrd_data/demo_models.py")
+                       for name in archive.namelist())
     except (OSError, zipfile.BadZipFile):
         return False
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Writes `text` (UTF-8) to `path` through a temporary file and a rename, creating the parent folder."""
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _number(value, digits: int = 2) -> str:

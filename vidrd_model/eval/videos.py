@@ -1,7 +1,7 @@
 """The videos a metric reads: where they are (`VideoRef`), and a fixed-size uint8 clip decoded from each.
 
 Sources are a folder of video files (what vidrd-sample and the generator write, prompts in sibling `STEM.json`) or a
-manifest directory. Decoding goes through `vidrd_data.video_io`, so frames are picked by their timestamps.
+manifest directory. Decoding goes through `vidrd_io.video`, so frames are picked by their timestamps.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from vidrd_data.manifest import Manifest, ManifestError, is_manifest
-from vidrd_data.video_io import VideoError, open_video
+from vidrd_io.video import VideoError, open_video
 
 FOLDER_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 

@@ -43,9 +43,9 @@ from PIL import Image
 from vidrd_data import manifest as mf
 from vidrd_data import sources
 from vidrd_data.manifest import make_sample_id
-from vidrd_data.runner import Stage, StageJob
+from vidrd_data.run.stage import Stage, StageJob
 from vidrd_data.sources import InputError
-from vidrd_data.video_io import VIDEO_EXTENSIONS, VideoError, VideoInfo, probe, read_frames
+from vidrd_io.video import VIDEO_EXTENSIONS, VideoError, VideoInfo, probe, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class SegmentOptions:
     prefetch_chunks: int = 16
 
     def __post_init__(self):
-        from vidrd_data.embedders import embedder_class
+        from vidrd_data.models.embedders import embedder_class
 
         embedder_class(self.embedder)  # raises on an unknown name
         if self.captioner not in CAPTIONERS:
@@ -135,7 +135,7 @@ class SegmentOptions:
 
     def rule_thresholds(self):
         """Return the thresholds in force: the ones given, the embedder's defaults for the rest."""
-        from vidrd_data.embedders import RuleThresholds, embedder_class
+        from vidrd_data.models.embedders import RuleThresholds, embedder_class
 
         default = embedder_class(self.embedder).thresholds
         return RuleThresholds(
@@ -586,6 +586,7 @@ class SegmentVideos(Stage):
 
     name = "segment"
     kind = "video_clip"
+    speed_options = frozenset({"batch_size", "prefetch_chunks"})
     fields = [pa.field("segmentation", SEGMENTATION)]
 
     def __init__(self, **params: Any):
@@ -595,7 +596,7 @@ class SegmentVideos(Stage):
         self.captioner = None
 
     def setup(self) -> None:
-        from vidrd_data.embedders import make_embedder
+        from vidrd_data.models.embedders import make_embedder
 
         o = self.options
         try:
@@ -808,10 +809,10 @@ def make_captioner(options: SegmentOptions):
     if options.caption_max_new_tokens is not None:
         kwargs["max_new_tokens"] = options.caption_max_new_tokens
     if options.captioner == "minigpt4":
-        from vidrd_data.captioners.minigpt4 import MiniGPT4Captioner
+        from vidrd_data.models.captioners.minigpt4 import MiniGPT4Captioner
 
         return MiniGPT4Captioner.from_config(options.minigpt4, **kwargs)
-    from vidrd_data.captioners.blip2 import Blip2Captioner
+    from vidrd_data.models.captioners.blip2 import Blip2Captioner
 
     return Blip2Captioner(options.blip2, **kwargs)
 
@@ -882,7 +883,7 @@ def prepare(
     if params["embedder"] == "clip" and not params["clip_config"]:
         _check_open_clip_name(params["clip"], params["clip_pretrained"])
     if params["captioner"] == "minigpt4":
-        from vidrd_data.captioners.minigpt4 import MiniGPT4Error, MiniGPT4Parts
+        from vidrd_data.models.captioners.minigpt4 import MiniGPT4Error, MiniGPT4Parts
 
         try:
             MiniGPT4Parts.from_json(params["minigpt4"])

@@ -38,15 +38,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vidrd_data import manifest as mf
-from vidrd_data.runner import StageJob, clear_output, run_stage
+from vidrd_io import fs
+from vidrd_data.run.runner import clear_output, run_stage
+from vidrd_data.run.stage import StageJob
 
 # stage name → module with `prepare(input, **options) -> StageJob`
 STAGE_MODULES = {
-    "images": "vidrd_data.images",
-    "videos": "vidrd_data.videos",
-    "pseudo-video": "vidrd_data.pseudo_video",
-    "caption": "vidrd_data.caption",
-    "segment": "vidrd_data.segment",
+    "images": "vidrd_data.stages.images",
+    "videos": "vidrd_data.stages.videos",
+    "pseudo-video": "vidrd_data.stages.pseudo_video",
+    "caption": "vidrd_data.stages.caption",
+    "segment": "vidrd_data.stages.segment",
 }
 SOURCE_KEYS = {"stage", "input", "weight", "cap", "shard_size"}
 RECIPE_KEYS = {"name", "root", "val_fraction", "dedup", "near_dup_threshold", "seed", "shard_size"}
@@ -239,7 +241,7 @@ def file_fingerprint(path: str) -> str:
 
     Identical files always match; hashing whole multi-GB videos would dominate the build for no gain.
     """
-    from vidrd_data.images import read_bytes
+    from vidrd_io.images import read_bytes
 
     if not os.path.exists(path):  # a member of a tar shard
         return hashlib.sha256(read_bytes(path)).hexdigest()[:32]
@@ -311,13 +313,13 @@ def mix(recipe: Recipe, out: Path) -> dict:
                        "sources": {s.name: {"stage": s.stage, "weight": s.weight, "cap": s.cap} for s in recipe.sources}},
                        inputs=[str(out / "sources" / s.name) for s in recipe.sources], root=recipe.root,
                        manifest_dir=mixed_dir, schema=schema, extra={"num_parts": n_parts})
-    mf.write_json_atomic(mixed_dir / mf.MANIFEST_FILE, meta)
+    fs.write_json_atomic(mixed_dir / mf.MANIFEST_FILE, meta)
     for i in range(n_parts):
         chunk = all_rows[i * MIXED_PART_ROWS:(i + 1) * MIXED_PART_ROWS]
         table = mf.rows_to_table(chunk, schema)
-        mf.write_parquet_atomic(mixed_dir / mf.part_name(i), table)
-        mf.write_json_atomic(mixed_dir / mf.stats_name(i), mf.part_stats(table, len(chunk), time.perf_counter() - t0))
-    from vidrd_data.report import write_report
+        fs.write_parquet_atomic(mixed_dir / mf.part_name(i), table)
+        fs.write_json_atomic(mixed_dir / mf.stats_name(i), mf.part_stats(table, len(chunk), time.perf_counter() - t0))
+    from vidrd_data.mix.report import write_report
 
     return write_report(recipe, out, mf.Manifest.open(mixed_dir), per_source)
 
@@ -340,8 +342,8 @@ def _thumbnail_embedding(row: dict, m_root: Path) -> np.ndarray | None:
     """A weight-free embedding for near-duplicate search: the first frame at 16×16, mean-centred, unit length."""
     from PIL import Image
 
-    from vidrd_data.images import open_image
-    from vidrd_data.video_io import read_frames
+    from vidrd_io.images import open_image
+    from vidrd_io.video import read_frames
 
     path = mf.resolve(row["source_path"], m_root)
     try:

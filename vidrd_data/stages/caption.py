@@ -37,9 +37,9 @@ import pyarrow as pa
 from vidrd_data import manifest as mf
 from vidrd_data import sources
 from vidrd_data.manifest import make_sample_id
-from vidrd_data.runner import Stage, StageJob
+from vidrd_data.run.stage import Stage, StageJob
 from vidrd_data.sources import InputError, humanize_label
-from vidrd_data.video_io import VideoError, VideoInfo, open_video, read_frames
+from vidrd_io.video import VideoError, VideoInfo, open_video, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +339,7 @@ class CaptionClips(Stage):
 
     name = "caption"
     kind = "video_clip"
+    speed_options = frozenset({"batch_size", "prefetch_batches", "decode_workers", "decode_in"})
     fields = [pa.field("captioning", CAPTIONING)]
 
     def __init__(self, **params: Any):
@@ -350,7 +351,7 @@ class CaptionClips(Stage):
         self._pool = None
 
     def setup(self) -> None:
-        from vidrd_data.captioners.blip2 import Blip2Captioner
+        from vidrd_data.models.captioners.blip2 import Blip2Captioner
 
         o = self.options
         self.captioner = Blip2Captioner(
@@ -666,10 +667,10 @@ def _init_decode_worker(parent: int) -> None:
     """A decode worker: one torch thread (the image processor's tensors), and gone when its stage's process is."""
     import torch
 
-    from vidrd_data.runner import _exit_with_parent
+    from vidrd_data.run.executors import exit_with_parent
 
     torch.set_num_threads(1)
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=exit_with_parent, args=(parent,), daemon=True).start()
 
 
 def _input_span(row: dict) -> tuple[float, float] | None:
@@ -698,7 +699,8 @@ def prepare(
     file (a path, or a name inside `input`), a list table (`path[,label][,start,end][,caption]`) or a manifest
     (its ok `video_clip` rows, their spans captioned). `options` are the fields of `CaptionOptions`.
     """
-    from vidrd_data.captioners.blip2 import check_model, resolve_device, resolve_dtype
+    from vidrd_data.models.captioners.blip2 import check_model
+    from vidrd_data.models.device import resolve_device, resolve_dtype
 
     model = os.path.abspath(blip2) if os.path.isdir(blip2) else blip2  # a local directory: stored absolute
     unknown = set(options) - {f.name for f in dataclass_fields(CaptionOptions)}

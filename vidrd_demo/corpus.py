@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vidrd_data.video_io import write_mp4
+from vidrd_io.video import write_mp4
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def write_demo_corpus(out: str | Path, models: bool = True) -> dict:
         "long": write_long_videos(out / "long"),
     }
     if models:
-        from vidrd_data.demo_models import write_tiny_models
+        from vidrd_demo.models import write_tiny_models
 
         paths["models"] = write_tiny_models(out / "models")
     (out / "recipe.toml").write_text(demo_recipe("."))

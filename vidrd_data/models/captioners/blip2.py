@@ -19,43 +19,10 @@ from PIL import Image
 from transformers import AutoConfig, Blip2ForConditionalGeneration, Blip2Processor
 from transformers.feature_extraction_utils import BatchFeature
 
-from vidrd_data.captioners import Captioner, quiet_transformers_progress
+from vidrd_data.models.captioners import Captioner, quiet_transformers_progress
+from vidrd_data.models.device import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
-
-DTYPES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-}
-
-
-def resolve_device(device: str) -> torch.device:
-    """Return the torch device for `auto` (CUDA when available, else CPU) or an explicit name such as `cuda:1`."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-    return resolved
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """Return the weights' dtype: `auto` is bf16 on CUDA (fp16 where bf16 is unsupported) and fp32 on CPU."""
-    if dtype == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r} (use auto, fp32, bf16 or fp16)")
-    return DTYPES[dtype]
-
 
 def check_model(model: str | os.PathLike) -> None:
     """Raise ValueError unless `model` names a BLIP-2 checkpoint (reads its config only, not the weights)."""

@@ -1,4 +1,4 @@
-"""Opening stills the same way everywhere, and the `images` stage (image–text pairs → `kind=image` rows).
+"""Opening stills the same way everywhere.
 
 `open_image` is what the pseudo-video stage, the contact sheet and the trainer all use, so a still
 looks the same in each: upright (EXIF orientation applied), 8-bit RGB whatever its mode (CMYK, 16-bit,
@@ -17,9 +17,6 @@ import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
-
-from vidrd_data.manifest import make_sample_id
-from vidrd_data.runner import Stage, StageJob
 
 TAR_MEMBER_SEP = "#"
 
@@ -86,50 +83,3 @@ def open_image(location: str, with_note: bool = False):
         except Image.UnidentifiedImageError:
             raise ValueError("not an image PIL can identify") from None
     return (rgb, "; ".join(notes) or None) if with_note else rgb
-
-
-class ImageIngest(Stage):
-    """Check each image decodes and has a non-empty caption; record its size."""
-
-    name = "images"
-    kind = "image"
-
-    def input_sample_id(self, row: dict) -> str:
-        source = row.get("source_path") or f"input:{row['input_row']}"
-        return make_sample_id(self.kind, row.get("source_dataset"), source, variant=(row.get("caption") or "").strip())
-
-    def process(self, row: dict) -> list[dict]:
-        if not row.get("source_path"):
-            raise ValueError("no image path")
-        caption = (row.get("caption") or "").strip()
-        if not caption:
-            raise ValueError("empty caption")
-        image = open_image(self.resolve(row["source_path"]))
-        return [
-            {
-                "sample_id": self.input_sample_id(row),
-                "kind": self.kind,
-                "source_path": row["source_path"],
-                "caption": caption,
-                "caption_source": row.get("caption_source") or "original",
-                "label": row.get("label"),
-                "num_frames": 1,
-                "width": image.width,
-                "height": image.height,
-            }
-        ]
-
-
-def prepare(
-    input: str, *, image_col: str = "image", caption_col: str = "caption", root: str | None = None,
-    source_dataset: str | None = None,
-) -> StageJob:
-    """Read the input of the `images` stage: a captions table or a folder of images with `.txt` sidecars."""
-    from vidrd_data import sources
-
-    if os.path.isdir(input):
-        table, base = sources.image_folder(input, source_dataset=source_dataset)
-    else:
-        table, base = sources.caption_table(input, path_col=image_col, caption_col=caption_col, root=root,
-                                            source_dataset=source_dataset)
-    return StageJob("images", {}, table, base, [str(input)])

@@ -7,10 +7,10 @@ captioning stage replaces them.
 from __future__ import annotations
 
 from vidrd_data.manifest import make_sample_id
-from vidrd_data.runner import Stage, StageJob
+from vidrd_data.run.stage import Stage, StageJob
 from vidrd_data import sources
 from vidrd_data.sources import humanize_label
-from vidrd_data.video_io import probe
+from vidrd_io.video import probe
 
 
 class VideoIndex(Stage):

@@ -16,17 +16,17 @@ def sample_frames(row: dict, m: mf.Manifest, n: int) -> list[np.ndarray]:
     """Return up to `n` frames (uint8 HWC) showing a sample, taken exactly as the trainer would see it."""
     path = m.resolve(row["source_path"])
     if row["kind"] == "image":
-        from vidrd_data.images import open_image
+        from vidrd_io.images import open_image
 
         return [np.asarray(open_image(path))]
     if row["kind"] == "video_clip":
-        from vidrd_data.video_io import read_frames
+        from vidrd_io.video import read_frames
 
         start, end = row["start_time"] or 0.0, row["end_time"] or 0.0
         times = np.linspace(start, max(start, end - 1e-3), n)
         return list(read_frames(path, times))
     if row["kind"] == "pseudo_video":
-        from vidrd_data.pseudo_video import render_row
+        from vidrd_data.stages.pseudo_video import render_row
 
         video = render_row(row, path)
         return list(video[np.linspace(0, len(video) - 1, min(n, len(video))).round().astype(int)])
@@ -63,7 +63,7 @@ def contact_sheet(m: mf.Manifest, out_path: str, samples: int = 8, frames: int =
             sheet.paste(tile, (c * TILE, y))
         kind = row["kind"]
         if kind == "pseudo_video" and row.get("motion"):
-            from vidrd_data.pseudo_video import motion_summary
+            from vidrd_data.stages.pseudo_video import motion_summary
 
             kind = f"pseudo_video: {motion_summary(row['motion'])}"
         caption = f"[{kind}] {row.get('caption') or ''}"

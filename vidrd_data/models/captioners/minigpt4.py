@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vidrd_data.captioners import Captioner, quiet_transformers_progress
+from vidrd_data.models.captioners import Captioner, quiet_transformers_progress
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vidrd_data.captioners import quiet_transformers_progress
+from vidrd_data.models.captioners import quiet_transformers_progress
 
 SEED = 0
 INIT_STD = 0.02

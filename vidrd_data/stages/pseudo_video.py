@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from vidrd_data.images import open_image
+from vidrd_io.images import open_image
 from vidrd_data.manifest import make_sample_id
 from vidrd_data.sources import InputError
-from vidrd_data.runner import Stage, StageJob
+from vidrd_data.run.stage import Stage, StageJob
 
 MOTIONS = ("zoom_in", "zoom_out", "pan", "diagonal_pan", "zoom_pan")
 EASINGS = ("ease_in_out", "linear")
@@ -262,7 +262,7 @@ class PseudoVideo(Stage):
         if self.materialize:
             from pathlib import Path
 
-            from vidrd_data.video_io import write_mp4
+            from vidrd_io.video import write_mp4
 
             target = Path(self.materialize) / f"{out['sample_id']}.mp4"
             if not target.is_file():

@@ -1,0 +1,155 @@
+"""One shard's work, wherever it runs: its rows through the stage, then its part written atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vidrd_data import manifest as mf
+from vidrd_data.run.stage import Stage, stage_class
+from vidrd_io import fs
+
+log = logging.getLogger(__name__)
+
+_STAGE_CACHE: dict[str, Stage] = {}
+PROGRESS_QUEUE: Any = None
+
+
+def _get_stage(name: str, params: dict, root: str | None) -> Stage:
+    key = json.dumps([name, params, root], sort_keys=True, default=str)
+    if key not in _STAGE_CACHE:
+        stage = stage_class(name)(**params)
+        stage.root = root
+        stage.setup()
+        _STAGE_CACHE[key] = stage
+    return _STAGE_CACHE[key]
+
+
+
+# ---------------------------------------------------------------- per-row processing
+
+
+def failed_row(stage: Stage, row: dict, error: str) -> dict:
+    return {
+        "sample_id": stage.input_sample_id(row),
+        "kind": stage.kind,
+        "source_path": row.get("source_path"),
+        "source_dataset": row.get("source_dataset"),
+        "caption": row.get("caption"),
+        "caption_source": row.get("caption_source"),
+        "label": row.get("label"),
+        "status": "failed",
+        "error": error,
+    }
+
+
+def finish_rows(stage: Stage, row: dict, result: list[dict] | Exception, schema: pa.Schema) -> list[dict]:
+    """Return the complete output rows of one input row: an exception or no result becomes a failed row."""
+    if isinstance(result, Exception):
+        log.debug("row %s failed", row.get("input_row"), exc_info=result)
+        outputs = [failed_row(stage, row, f"{type(result).__name__}: {result}".strip())]
+    elif not result:
+        outputs = [failed_row(stage, row, "stage produced no samples")]
+    else:
+        outputs = result
+    carried = [n for n in schema.names if n not in mf.BASE_COLUMNS and n in row]
+    for out in outputs:
+        out["input_row"] = row["input_row"]
+        out.setdefault("kind", stage.kind)
+        out.setdefault("source_dataset", row.get("source_dataset"))
+        out.setdefault("status", "ok")
+        out.setdefault("error", None)
+        for name in carried:
+            out.setdefault(name, row[name])
+    return outputs
+
+
+def rows_to_table_safe(stage: Stage, rows: list[dict], inputs_by_row: dict, schema: pa.Schema) -> pa.Table:
+    """Convert output rows to the declared schema; a row that does not fit becomes a failed row."""
+    try:
+        return mf.rows_to_table(rows, schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        fixed = []
+        for row in rows:
+            try:
+                mf.rows_to_table([row], schema)
+                fixed.append(row)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+                bad = failed_row(stage, inputs_by_row[row["input_row"]], f"SchemaError: {exc}")
+                bad["input_row"] = row["input_row"]
+                fixed.append(bad)
+        return mf.rows_to_table(fixed, schema)
+
+
+# ---------------------------------------------------------------- workers
+
+
+@dataclass
+class ShardTask:
+    index: int
+    rows: list[dict]
+    out_dir: str
+    stage_name: str
+    params: dict
+    root: str | None
+    schema: pa.Schema
+    retry: bool = False
+
+
+def run_shard(task: ShardTask, report=None) -> dict:
+    """Process one shard and write its part atomically (parquet, then stats); return the stats."""
+    report = report or _queue_reporter()
+    start = time.perf_counter()
+    stage = _get_stage(task.stage_name, task.params, task.root)
+    stage.work_dir = task.out_dir
+    out_dir = Path(task.out_dir)
+    inputs_by_row = {r["input_row"]: r for r in task.rows}
+    kept: list[dict] = []
+    todo = task.rows
+    if task.retry:
+        existing = pq.read_table(out_dir / mf.part_name(task.index)).to_pylist()
+        failed_inputs = {r["input_row"] for r in existing if r["status"] == "failed"}
+        kept = [r for r in existing if r["input_row"] not in failed_inputs]
+        todo = [r for r in task.rows if r["input_row"] in failed_inputs]
+    outputs: list[dict] = []
+    # a source reader that could not read a row (bad bytes in a caption file, say) says why in `_input_error`
+    unreadable = [r for r in todo if r.get(mf.INPUT_ERROR)]
+    results = [(r, ValueError(r[mf.INPUT_ERROR])) for r in unreadable]
+    results += stage.process_many([dict(r) for r in todo if not r.get(mf.INPUT_ERROR)])
+    for row, result in results:
+        produced = finish_rows(stage, row, result, task.schema)
+        outputs.extend(produced)
+        report(sum(r["status"] == "ok" for r in produced), sum(r["status"] != "ok" for r in produced))
+    rows = sorted(kept + outputs, key=lambda r: r["input_row"])  # stable: keeps each input's sample order
+    table = rows_to_table_safe(stage, rows, inputs_by_row, task.schema)
+    stats = mf.part_stats(table, input_rows=len(task.rows), wall_time_s=time.perf_counter() - start)
+    stats["part"] = task.index
+    if task.retry:
+        stats["retried_input_rows"] = len(todo)
+        (out_dir / mf.stats_name(task.index)).unlink(missing_ok=True)  # part is incomplete while rewritten
+    fs.write_parquet_atomic(out_dir / mf.part_name(task.index), table)
+    fs.write_json_atomic(out_dir / mf.stats_name(task.index), stats)
+    report(0, 0, flush=True)
+    return stats
+
+
+def _queue_reporter():
+    """Return a callback that batches per-sample progress into the parent's queue (at most 4 messages/s)."""
+    pending = {"ok": 0, "failed": 0, "t": time.monotonic()}
+
+    def report(ok: int, failed: int, flush: bool = False) -> None:
+        pending["ok"] += ok
+        pending["failed"] += failed
+        if PROGRESS_QUEUE is not None and (flush or time.monotonic() - pending["t"] > 0.25):
+            if pending["ok"] or pending["failed"]:
+                PROGRESS_QUEUE.put((pending["ok"], pending["failed"]))
+            pending.update(ok=0, failed=0, t=time.monotonic())
+
+    return report
