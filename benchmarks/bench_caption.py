@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--runs", default="demo:5,demo:1,ucf:5",
                         help="corpus:beams pairs (5 beams: the stage's default decoding; 1: greedy, a faster model)")
     args = parser.parse_args(argv)
-    from vidrd_demo.models import write_tiny_blip2
+    from vidrd_demo.models.blip2 import write_tiny_blip2
 
     rows_out = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         sd = Path(args.sd) if args.sd else None
         if sd is None:
-            from vidrd_demo.models import write_tiny_stable_diffusion
+            from vidrd_demo.models.stable_diffusion import write_tiny_stable_diffusion
 
             sd = write_tiny_stable_diffusion(Path(tmp) / "sd")
         rows = _scaling_rows(sd, args)

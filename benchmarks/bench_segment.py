@@ -163,7 +163,7 @@ def quality_rows(files: dict[Path, list[float]], title: str, repeats: int, toler
 
 
 def throughput_rows(videos: Path, names: list[str], repeats: int, tmp: Path) -> list[dict]:
-    from vidrd_demo.models import write_tiny_open_clip
+    from vidrd_demo.models.open_clip import write_tiny_open_clip
     from vidrd_data.models.embedders import OpenClipEmbedder
 
     tiny = write_tiny_open_clip(tmp / "open_clip")

@@ -19,7 +19,7 @@ def demo_inputs(folder: Path) -> tuple[Path, list[Path]]:
     """Writes the demo corpus, its images / pseudo-video / actions manifests and the tiny SD; returns them."""
     from vidrd_data import sources
     from vidrd_demo.corpus import write_demo_corpus
-    from vidrd_demo.models import write_tiny_stable_diffusion
+    from vidrd_demo.models.stable_diffusion import write_tiny_stable_diffusion
     from vidrd_data.run.runner import run_stage
 
     write_demo_corpus(folder, models=False)

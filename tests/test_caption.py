@@ -28,7 +28,7 @@ FAST = {"beams": 1, "max_new_tokens": 4, "batch_size": 4, "decode_in": "threads"
 
 @pytest.fixture(scope="module")
 def blip2_dir(tmp_path_factory):
-    from vidrd_demo.models import write_tiny_blip2
+    from vidrd_demo.models.blip2 import write_tiny_blip2
 
     return write_tiny_blip2(tmp_path_factory.mktemp("models") / "blip2")
 

@@ -10,14 +10,10 @@ import torch
 from PIL import Image
 
 from tests.conftest import SHARED
-from vidrd_demo.models import (
-    OPENAI_CLIP_MEAN,
-    OPENAI_CLIP_STD,
-    MiniGPT4Arch,
-    clip_bpe_vocabulary,
-    minigpt4_blip2_shapes,
-    write_tiny_models,
-)
+from vidrd_demo.models import write_tiny_models
+from vidrd_demo.models.minigpt4 import MiniGPT4Arch, minigpt4_blip2_shapes
+from vidrd_demo.models.tokenizer_files import clip_bpe_vocabulary
+from vidrd_demo.models.weights import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 KEY_RULES = SHARED / "specs" / "minigpt4_to_transformers_keys.json"
 

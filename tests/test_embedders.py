@@ -39,7 +39,7 @@ def test_histogram_tells_where_colours_are_not_only_which():
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    from vidrd_demo.models import write_tiny_open_clip
+    from vidrd_demo.models.open_clip import write_tiny_open_clip
 
     return write_tiny_open_clip(tmp_path_factory.mktemp("open_clip"))
 

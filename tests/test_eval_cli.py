@@ -19,7 +19,7 @@ def inputs(tmp_path_factory):
     """A tiny VidRD model folder, the demo's actions (3 classes × 2 clips of 16 frames) and stand-in extractors."""
     from tests.tiny_sd import perturb_temporal_layers_, tiny_stable_diffusion
     from vidrd_demo.corpus import write_actions
-    from vidrd_demo.models import write_standin_extractors
+    from vidrd_demo.models.extractors import write_standin_extractors
     from vidrd_model.pipeline import VidRDPipeline
 
     root = tmp_path_factory.mktemp("eval_inputs")
@@ -153,7 +153,7 @@ def test_fvd_is_and_real_stats_commands_write_results_json(protocol_run, inputs,
 
 
 def test_clipsim_scores_generated_videos_against_the_prompts_in_their_json(protocol_run, tmp_path, capsys):
-    from vidrd_demo.models import write_tiny_open_clip
+    from vidrd_demo.models.open_clip import write_tiny_open_clip
 
     clip = write_tiny_open_clip(tmp_path / "clip")
     code, stdout, err = run(capsys, "clipsim", protocol_run / "videos", "--clip-config", clip.config_path,

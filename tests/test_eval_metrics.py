@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vidrd_demo.models import write_standin_extractors, write_tiny_open_clip
+from vidrd_demo.models.extractors import write_standin_extractors
+from vidrd_demo.models.open_clip import write_tiny_open_clip
 from vidrd_io.video import write_mp4
 from vidrd_model.eval.clipsim import ClipScorer, clipsim
 from vidrd_model.eval.evaluate import EvalSettings, compute_clipsim, compute_fvd, compute_is

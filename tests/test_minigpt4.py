@@ -15,7 +15,7 @@ from vidrd_data.models.captioners.minigpt4 import (
     MiniGPT4Parts,
     minigpt4_to_transformers,
 )
-from vidrd_demo.models import MiniGPT4Arch, minigpt4_blip2_shapes
+from vidrd_demo.models.minigpt4 import MiniGPT4Arch, minigpt4_blip2_shapes
 
 KEY_TABLE = SHARED / "specs" / "minigpt4_to_transformers_keys.json"
 
@@ -23,7 +23,7 @@ KEY_TABLE = SHARED / "specs" / "minigpt4_to_transformers_keys.json"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The tiny MiniGPT-4's three parts and its minigpt4.json (written once per session)."""
-    from vidrd_demo.models import write_tiny_minigpt4
+    from vidrd_demo.models.minigpt4 import write_tiny_minigpt4
 
     root = tmp_path_factory.getbasetemp() / "tiny_minigpt4"
     if not (root / "minigpt4.json").exists():

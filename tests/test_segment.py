@@ -41,7 +41,9 @@ def long_videos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     """The tiny open_clip, MiniGPT-4 and BLIP-2 models in their real formats (written once per session)."""
-    from vidrd_demo.models import write_tiny_blip2, write_tiny_minigpt4, write_tiny_open_clip
+    from vidrd_demo.models.blip2 import write_tiny_blip2
+    from vidrd_demo.models.minigpt4 import write_tiny_minigpt4
+    from vidrd_demo.models.open_clip import write_tiny_open_clip
 
     root = tmp_path_factory.getbasetemp() / "tiny_models"
     if not (root / "done").exists():

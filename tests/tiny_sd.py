@@ -7,7 +7,7 @@ import torch
 
 def tiny_stable_diffusion(tmp_path_factory) -> Path:
     """Returns the folder of vidrd_demo.models' tiny SD (unet, vae, text_encoder, tokenizer, scheduler)."""
-    from vidrd_demo.models import write_tiny_stable_diffusion
+    from vidrd_demo.models.stable_diffusion import write_tiny_stable_diffusion
 
     folder = tmp_path_factory.getbasetemp() / "tiny_stable_diffusion"
     if not (folder / "model_index.json").is_file():  # the writer's last file

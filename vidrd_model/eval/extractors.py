@@ -1,7 +1,7 @@
 """Load the I3D (FVD) and C3D (IS) networks from stylegan-v's TorchScript files and run them on uint8 clips.
 
 TorchScript files carry code as well as weights and `torch.jit.load` runs it: load only files you trust (the
-published metric files, or the stand-ins that `vidrd_demo.models.write_standin_extractors` writes).
+published metric files, or the stand-ins that `vidrd_demo.models.extractors.write_standin_extractors` writes).
 """
 
 from __future__ import annotations
