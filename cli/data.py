@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
 import json
 import logging
 import os
 import sys
+import typing
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Optional
 
 import typer
-
-from cli._app import run_app
 from rich.console import Console
 from rich.table import Table
+
+from cli._app import run_app
+from vidrd_data.run.stage import STAGES
 
 app = typer.Typer(
     add_completion=False,
@@ -22,8 +28,6 @@ app = typer.Typer(
     help="Build video–text training data the VidRD way: stages write Parquet manifests.",
 )
 out = Console(soft_wrap=True)
-
-
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -46,25 +50,30 @@ def _print_summary(summary) -> None:
     )
 
 
-def _run(stage: str, params: dict, table, root, inputs: list[str], out_dir: Path, workers, shard_size, overwrite, progress):
+def _run_options_for(function, given: dict) -> dict:
+    """Return the run options the user changed from `RunOptions`' defaults, as keywords of `function`
+    (`run_stage`, `retry_failed`), which applies those defaults itself; one it does not take is a usage problem."""
+    from vidrd_data.run.options import RunOptions
+
+    accepted = inspect.signature(function).parameters
+    changed = {f.name: given[f.name] for f in fields(RunOptions) if f.name in given and given[f.name] != f.default}
+    for name in changed.keys() - accepted.keys():
+        raise UsageProblem(f"{_flags(RunOptions, name)[0]} is not supported by {function.__name__} in this version")
+    return changed
+
+
+def _run(job, out_dir: Path, run_options: dict):
+    """Run a prepared stage job into `out_dir` and print its summary."""
     from vidrd_data.run.runner import run_stage
 
     _check_out(out_dir)
-    summary = run_stage(
-        stage, params, table, out_dir, root=root, input_desc=inputs, shard_size=shard_size, workers=workers,
-        overwrite=overwrite, progress=progress,
-    )
+    summary = run_stage(job.stage, job.params, job.inputs, out_dir, root=job.root, input_desc=job.input_desc,
+                        **_run_options_for(run_stage, run_options))
     _print_summary(summary)
-
-
-def _run_job(job, out_dir: Path, workers: int, shard_size: int, overwrite: bool, progress: bool) -> None:
-    _run(job.stage, job.params, job.inputs, job.root, job.input_desc, out_dir, workers, shard_size, overwrite, progress)
 
 
 OutOpt = typer.Option(..., "--out", "-o", help="Manifest directory to write (resumed if it exists).")
 WorkersOpt = typer.Option(DEFAULT_WORKERS, "--workers", "-w", help="Worker processes.")
-ShardOpt = typer.Option(1000, "--shard-size", help="Input rows per shard (one Parquet part each).")
-OverwriteOpt = typer.Option(False, "--overwrite", help="Start over instead of resuming.")
 ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
 RootOpt = typer.Option(None, "--root", help="Directory that relative media paths are resolved against.")
 
@@ -74,182 +83,71 @@ def _root_options(debug: bool = typer.Option(False, "--debug", help="Show full t
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-@app.command()
-def images(
-    input: Path = typer.Argument(..., help="A captions table (CSV/TSV/JSONL/Parquet) or a folder of images with .txt sidecars."),
-    out_dir: Path = OutOpt,
-    image_col: str = typer.Option("image", "--image-col", help="Table column holding image paths."),
-    caption_col: str = typer.Option("caption", "--caption-col", help="Table column holding captions."),
-    root: Optional[Path] = RootOpt,
-    source_dataset: Optional[str] = typer.Option(None, "--source-dataset", help="Name recorded in source_dataset."),
-    workers: int = WorkersOpt,
-    shard_size: int = ShardOpt,
-    overwrite: bool = OverwriteOpt,
-    progress: bool = ProgressOpt,
-) -> None:
-    """Image–text pairs → `kind=image` rows (each image decoded once to check it)."""
-    from vidrd_data.stages.images import prepare
-
-    job = prepare(str(input), image_col=image_col, caption_col=caption_col, root=root, source_dataset=source_dataset)
-    _run_job(job, out_dir, workers, shard_size, overwrite, progress)
+# ---------------------------------------------------------------- stage commands, built from the declarations
+# Each option of a stage is a dataclass field declared once in the library (its default, and in its metadata the help
+# and, unless `--the-field-name`, the flags): the stage's arguments (vidrd_data/stages/arguments.py), its `*Options`
+# dataclass and `RunOptions`. Typer reads a command's parameters from its signature, so each stage command gets one
+# made from those fields.
 
 
-@app.command()
-def videos(
-    input: Path = typer.Argument(..., help="A folder of videos (recursive) or a CSV/Parquet list with a `path` column."),
-    out_dir: Path = OutOpt,
-    layout: str = typer.Option("flat", "--layout", help="flat, or action: ROOT/ClassName/video.ext gives the label."),
-    path_col: str = typer.Option("path", "--path-col", help="List column holding video paths."),
-    label_col: Optional[str] = typer.Option(None, "--label-col", help="List column holding class labels."),
-    root: Optional[Path] = RootOpt,
-    source_dataset: Optional[str] = typer.Option(None, "--source-dataset", help="Name recorded in source_dataset."),
-    workers: int = WorkersOpt,
-    shard_size: int = ShardOpt,
-    overwrite: bool = OverwriteOpt,
-    progress: bool = ProgressOpt,
-) -> None:
-    """Video files → one `video_clip` row per whole video, with probed duration, frames, fps and size."""
-    from vidrd_data.stages.videos import prepare
-
-    job = prepare(str(input), layout=layout, path_col=path_col, label_col=label_col, root=root,
-                  source_dataset=source_dataset)
-    _run_job(job, out_dir, workers, shard_size, overwrite, progress)
+def _flags(cls: type, name: str) -> tuple[str, ...]:
+    """Return the CLI flags of field `name` of the declaration `cls`."""
+    metadata = next(f for f in fields(cls) if f.name == name).metadata
+    return tuple(metadata.get("flags") or (f"--{name.replace('_', '-')}",))
 
 
-@app.command()
-def caption(
-    input: Path = typer.Argument(..., help="A folder of videos, an action-dataset root, a CSV/Parquet list (path[,label][,start,end][,caption]) or a manifest."),
-    out_dir: Path = OutOpt,
-    blip2: str = typer.Option(..., "--blip2", help="BLIP-2 hub id (e.g. Salesforce/blip2-opt-2.7b) or local directory."),
-    layout: str = typer.Option("flat", "--layout", help="flat, or action: ROOT/ClassName/video.ext gives the label."),
-    split: Optional[str] = typer.Option(None, "--split", help="UCF-101 split file (trainlist0N.txt / testlist0N.txt), a path or a name inside INPUT; labels from classInd.txt beside it."),
-    path_col: str = typer.Option("path", "--path-col", help="List column holding video paths."),
-    root: Optional[Path] = RootOpt,
-    source_dataset: Optional[str] = typer.Option(None, "--source-dataset", help="Name recorded in source_dataset."),
-    clip_seconds: Optional[float] = typer.Option(None, "--clip-seconds", help="Clip length; default: the whole video up to --max-seconds."),
-    stride_seconds: Optional[float] = typer.Option(None, "--stride-seconds", help="Start of one clip to the next (default --clip-seconds)."),
-    max_seconds: float = typer.Option(10.0, "--max-seconds", help="Without --clip-seconds, longer videos are cut into windows this long."),
-    min_seconds: float = typer.Option(1.0, "--min-seconds", help="Skip clips shorter than this."),
-    frames: int = typer.Option(1, "--frames", help="Frames captioned per clip, evenly spaced (1: the middle frame)."),
-    frame_policy: str = typer.Option("middle", "--frame-policy", help="middle, longest (caption), or concat (unique captions)."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help='Prompt template; may use {label}, e.g. "a video of {label},".'),
-    beams: int = typer.Option(5, "--beams", help="Beam search width."),
-    max_new_tokens: int = typer.Option(30, "--max-new-tokens", help="Longest caption, in tokens."),
-    repetition_penalty: float = typer.Option(1.0, "--repetition-penalty", help="> 1 discourages repeated words."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Frames per model call."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda or cuda:N."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."),
-    decode_workers: int = typer.Option(0, "--decode-workers", help="Processes decoding and preprocessing frames ahead of the model, per worker (0: auto, a third of the cores on CPU, all but one on CUDA)."),
-    decode_in: str = typer.Option("processes", "--decode-in", help="processes (default) or threads for the decode workers."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (each loads the model)."),
-    shard_size: int = ShardOpt,
-    overwrite: bool = OverwriteOpt,
-    progress: bool = ProgressOpt,
-) -> None:
-    """Videos → clips captioned by BLIP-2 (`caption_source=blip2`); decoding runs ahead of the model."""
-    from vidrd_data.stages.caption import prepare
-
-    job = prepare(
-        str(input), blip2=blip2, layout=layout, split=split, path_col=path_col, root=root,
-        source_dataset=source_dataset, clip_seconds=clip_seconds, stride_seconds=stride_seconds,
-        max_seconds=max_seconds, min_seconds=min_seconds, frames=frames, frame_policy=frame_policy, prompt=prompt,
-        beams=beams, max_new_tokens=max_new_tokens, repetition_penalty=repetition_penalty,
-        batch_size=batch_size, device=device, dtype=dtype, decode_workers=decode_workers, decode_in=decode_in,
-    )
-    _run_job(job, out_dir, workers, shard_size, overwrite, progress)
+def _parameters(cls: type) -> list[inspect.Parameter]:
+    """Return the command parameters declared by the fields of dataclass `cls`: `input` becomes the positional
+    argument, every other field an option with its default, flags and help."""
+    hints = typing.get_type_hints(cls)
+    parameters = []
+    for f in fields(cls):
+        if "help" not in f.metadata:
+            raise TypeError(f"{cls.__name__}.{f.name} declares no help (field metadata)")
+        default = ... if f.default is MISSING else f.default
+        if f.name == "input":
+            info = typer.Argument(default, help=f.metadata["help"])
+        else:
+            info = typer.Option(default, *_flags(cls, f.name), help=f.metadata["help"])
+        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=hints[f.name]))
+    return parameters
 
 
-@app.command()
-def segment(
-    input: Path = typer.Argument(..., help="A video file, a folder of videos, a CSV/Parquet list (path[,start,end][,caption]) or a manifest."),
-    out_dir: Path = OutOpt,
-    embedder: str = typer.Option("clip", "--embedder", help="clip (open_clip) or histogram (colour histograms, no weights)."),
-    clip: str = typer.Option("ViT-B-32", "--clip", help="open_clip model name."),
-    clip_pretrained: str = typer.Option("openai", "--clip-pretrained", help="open_clip pretrained tag."),
-    clip_config: Optional[Path] = typer.Option(None, "--clip-config", help="Local open_clip model-config JSON (offline use)."),
-    clip_checkpoint: Optional[Path] = typer.Option(None, "--clip-checkpoint", help="Local open_clip checkpoint for --clip-config."),
-    captioner: str = typer.Option("none", "--captioner", help="minigpt4, blip2 or none."),
-    minigpt4: Optional[Path] = typer.Option(None, "--minigpt4", help="minigpt4.json naming MiniGPT-4's three parts."),
-    blip2: Optional[str] = typer.Option(None, "--blip2", help="BLIP-2 hub id or directory, for --captioner blip2."),
-    caption_frames: int = typer.Option(1, "--caption-frames", help="Frames captioned per segment (1: the middle one)."),
-    caption_prompt: Optional[str] = typer.Option(None, "--caption-prompt", help="MiniGPT-4: the question; BLIP-2: the caption's start."),
-    caption_max_new_tokens: Optional[int] = typer.Option(None, "--caption-max-new-tokens", help="Longest caption, in tokens."),
-    sample_fps: float = typer.Option(2.0, "--sample-fps", help="Frames per second embedded."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Cut below this similarity of consecutive sampled frames (default: the embedder's)."),
-    frame_change: float = typer.Option(27.0, "--frame-change", help="A hard cut changes one frame by at least this much (HSV, PySceneDetect's scale)."),
-    min_shot_frames: int = typer.Option(15, "--min-shot-frames", help="Ignore a cut this few frames after the previous one."),
-    transition_threshold: Optional[float] = typer.Option(None, "--transition-threshold", help="Drop segments whose first and last frames are less similar."),
-    drop_static: bool = typer.Option(False, "--drop-static/--keep-static", help="Drop near-static segments."),
-    static_threshold: Optional[float] = typer.Option(None, "--static-threshold", help="Near-static: every frame at least this similar."),
-    min_seconds: float = typer.Option(0.5, "--min-seconds", help="Drop segments (and videos) shorter than this."),
-    max_seconds: float = typer.Option(60.0, "--max-seconds", help="Split longer segments evenly."),
-    trim: float = typer.Option(0.0, "--trim", help="Seconds trimmed off each end of a segment."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Frames per embedder call."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda or cuda:N."),
-    path_col: str = typer.Option("path", "--path-col", help="List column holding video paths."),
-    root: Optional[Path] = RootOpt,
-    source_dataset: Optional[str] = typer.Option(None, "--source-dataset", help="Name recorded in source_dataset."),
-    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (each loads the models)."),
-    shard_size: int = ShardOpt,
-    overwrite: bool = OverwriteOpt,
-    progress: bool = ProgressOpt,
-) -> None:
-    """Long videos → coherent segments cut by frame similarity (`video_clip` rows), optionally captioned."""
-    from vidrd_data.stages.segment import prepare
+def stage_declarations(stage: str) -> list[type]:
+    """Return the dataclasses that declare a built-in stage's options: its arguments, its module's `*Options`
+    dataclasses (the ones recipes accept too), then `RunOptions`."""
+    from vidrd_data.run.options import RunOptions
+    from vidrd_data.run.stage import STAGES
+    from vidrd_data.stages.arguments import STAGE_ARGUMENTS
 
-    job = prepare(
-        str(input), path_col=path_col, root=root, source_dataset=source_dataset, embedder=embedder, clip=clip,
-        clip_pretrained=clip_pretrained, clip_config=str(clip_config) if clip_config else None,
-        clip_checkpoint=str(clip_checkpoint) if clip_checkpoint else None, captioner=captioner,
-        minigpt4=str(minigpt4) if minigpt4 else None, blip2=blip2, caption_frames=caption_frames,
-        caption_prompt=caption_prompt, caption_max_new_tokens=caption_max_new_tokens, sample_fps=sample_fps,
-        threshold=threshold, frame_change=frame_change, min_shot_frames=min_shot_frames,
-        transition_threshold=transition_threshold,
-        drop_static=drop_static, static_threshold=static_threshold, min_seconds=min_seconds, max_seconds=max_seconds,
-        trim=trim, batch_size=batch_size, device=device,
-    )
-    _run_job(job, out_dir, workers, shard_size, overwrite, progress)
+    module = importlib.import_module(STAGES[stage].partition(":")[0])
+    options = [value for name, value in vars(module).items()
+               if name.endswith("Options") and dataclasses.is_dataclass(value) and value.__module__ == module.__name__]
+    return [STAGE_ARGUMENTS[stage], *options, RunOptions]
 
 
-@app.command("pseudo-video")
-def pseudo_video(
-    input: str = typer.Argument(..., help="A captions table, a folder of images, a glob of webdataset tars, or a manifest of image rows."),
-    out_dir: Path = OutOpt,
-    captions: Optional[Path] = typer.Option(None, "--captions", help="Captions table for a folder of images (instead of .txt sidecars)."),
-    image_col: str = typer.Option("image", "--image-col", help="Table column holding image paths."),
-    caption_col: str = typer.Option("caption", "--caption-col", help="Table column holding captions."),
-    root: Optional[Path] = RootOpt,
-    source_dataset: Optional[str] = typer.Option(None, "--source-dataset", help="Name recorded in source_dataset."),
-    size: int = typer.Option(256, "--size", help="Short side of the frames (even)."),
-    aspect: str = typer.Option("keep", "--aspect", help="keep (the image's aspect ratio) or square."),
-    frames: int = typer.Option(8, "--frames", help="Frames per pseudo-video (the released VidRD model uses 8)."),
-    fps: float = typer.Option(8.0, "--fps", help="Frame rate recorded for the pseudo-video."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the motion draws (same seed + input = same motion)."),
-    motion_probs: str = typer.Option("zoom_in=0.2,zoom_out=0.2,pan=0.25,diagonal_pan=0.15,zoom_pan=0.2", "--motion-probs", help="Relative weights of the motion types."),
-    zoom_range: str = typer.Option("1.15,1.5", "--zoom-range", help="MIN,MAX zoom factor."),
-    pan_range: str = typer.Option("0.1,0.25", "--pan-range", help="MIN,MAX pan distance as a fraction of the image."),
-    easing: str = typer.Option("ease_in_out", "--easing", help="ease_in_out or linear."),
-    min_side: int = typer.Option(256, "--min-side", help="Reject images whose short side is smaller."),
-    max_aspect: float = typer.Option(3.0, "--max-aspect", help="Reject images whose long/short side ratio is larger."),
-    min_caption_words: Optional[int] = typer.Option(None, "--min-caption-words", help="Reject shorter captions."),
-    max_caption_words: Optional[int] = typer.Option(None, "--max-caption-words", help="Reject longer captions."),
-    materialize: Optional[Path] = typer.Option(None, "--materialize", help="Also write each pseudo-video as an H.264 mp4 here."),
-    workers: int = WorkersOpt,
-    shard_size: int = ShardOpt,
-    overwrite: bool = OverwriteOpt,
-    progress: bool = ProgressOpt,
-) -> None:
-    """Image–text pairs → pseudo-videos: seeded camera motion over each still, stored lazily as motion parameters."""
-    from vidrd_data.stages.pseudo_video import prepare
+def _stage_command(stage: str):
+    """Return the command function of a built-in stage: prepare its job from the given options, then run it."""
+    from vidrd_data.run.options import RunOptions
+    from vidrd_data.run.stage import STAGES
 
-    job = prepare(
-        input, captions=captions, image_col=image_col, caption_col=caption_col, root=root,
-        source_dataset=source_dataset, size=size, aspect=aspect, frames=frames, fps=fps, seed=seed,
-        motion_probs=motion_probs, zoom_range=zoom_range, pan_range=pan_range, easing=easing, min_side=min_side,
-        max_aspect=max_aspect, min_caption_words=min_caption_words, max_caption_words=max_caption_words,
-        materialize=str(materialize) if materialize else None,
-    )
-    _run_job(job, out_dir, workers, shard_size, overwrite, progress)
+    module = importlib.import_module(STAGES[stage].partition(":")[0])
+    declarations = stage_declarations(stage)
+    run_names = {f.name for f in fields(RunOptions)}
+
+    def command(out_dir: Path, **given) -> None:
+        job = module.prepare(**{k: v for k, v in given.items() if k not in run_names})
+        _run(job, out_dir, {k: v for k, v in given.items() if k in run_names})
+
+    parameters = [p for cls in declarations for p in _parameters(cls)]
+    out_dir = inspect.Parameter("out_dir", inspect.Parameter.KEYWORD_ONLY, default=OutOpt, annotation=Path)
+    command.__signature__ = inspect.Signature([parameters[0], out_dir, *parameters[1:]])
+    command.__doc__ = (module.__doc__ or "").strip().splitlines()[0]  # the stage module's one-line summary
+    return command
+
+
+for _stage in STAGES:
+    app.command(_stage)(_stage_command(_stage))
 
 
 @app.command()
@@ -289,17 +187,27 @@ def build(
     out.print(f"report: {out_dir / 'report.md'}, {out_dir / 'report.json'}, {out_dir / 'report.png'}", markup=False)
 
 
-@app.command()
-def retry(
-    manifest_dir: Path = typer.Argument(..., help="A finished manifest directory."),
-    workers: int = WorkersOpt,
-    progress: bool = ProgressOpt,
-    root: Optional[Path] = RootOpt,
-) -> None:
-    """Re-run only the failed rows of a finished manifest, rewriting the parts that hold them."""
+def _retry_command():
+    """Return the `retry` command function; its run options are the `RunOptions` fields `retry_failed` takes."""
+    from vidrd_data.run.options import RunOptions
     from vidrd_data.run.runner import retry_failed
 
-    _print_summary(retry_failed(manifest_dir, workers=workers, progress=progress, root=root))
+    def retry(manifest_dir: Path, root: Optional[Path], **given) -> None:
+        """Re-run only the failed rows of a finished manifest, rewriting the parts that hold them."""
+        _print_summary(retry_failed(manifest_dir, root=root, **_run_options_for(retry_failed, given)))
+
+    accepted = inspect.signature(retry_failed).parameters
+    run_options = [p for p in _parameters(RunOptions) if p.name in accepted]
+    manifest = typer.Argument(..., help="A finished manifest directory.")
+    retry.__signature__ = inspect.Signature([
+        inspect.Parameter("manifest_dir", inspect.Parameter.KEYWORD_ONLY, default=manifest, annotation=Path),
+        *run_options,
+        inspect.Parameter("root", inspect.Parameter.KEYWORD_ONLY, default=RootOpt, annotation=Optional[Path]),
+    ])
+    return retry
+
+
+app.command("retry")(_retry_command())
 
 
 def _open(manifest_dir: Path, root: Optional[Path]):
@@ -308,8 +216,8 @@ def _open(manifest_dir: Path, root: Optional[Path]):
     return Manifest.open(manifest_dir, root=root)
 
 
-@app.command()
-def inspect(
+@app.command("inspect")
+def inspect_manifest(
     manifest_dir: Path = typer.Argument(..., help="A manifest directory."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Also write a contact sheet PNG here."),
@@ -400,12 +308,14 @@ def _run_demo(root: Path) -> None:
     from vidrd_data.inspection.summary import summarize, validate as validate_manifest
     from vidrd_data.manifest import Manifest
     from vidrd_data.inspection.sheet import contact_sheet
+    from vidrd_data.run.stage import StageJob
 
     manifests = root / "manifests"
     built = []  # manifest names, in the order the stages ran
 
     def stage(name: str, stage_name: str, params: dict, table, base, inputs: list[str]) -> None:
-        _run(stage_name, params, table, base, inputs, manifests / name, 1, 1000, True, False)
+        _run(StageJob(stage_name, params, table, base, inputs), manifests / name,
+             {"workers": 1, "overwrite": True, "progress": False})
         built.append(name)
 
     table, base = sources.caption_table(root / "images" / "captions.csv", path_col="image", source_dataset="demo_images")

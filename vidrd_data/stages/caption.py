@@ -63,23 +63,32 @@ CAPTIONING = pa.struct(
 class CaptionOptions:
     """The stage's parameters (its `params`, as stored in `_manifest.json`); invalid values raise ValueError."""
 
-    blip2: str
-    clip_seconds: float | None = None
-    stride_seconds: float | None = None
-    max_seconds: float = 10.0
-    min_seconds: float = 1.0
-    frames: int = 1
-    frame_policy: str = "middle"
-    prompt: str | None = None
-    beams: int = 5
-    max_new_tokens: int = 30
-    repetition_penalty: float = 1.0
-    batch_size: int = 16
-    device: str = "auto"
-    dtype: str = "auto"
-    prefetch_batches: int = 4
-    decode_workers: int = 0  # 0: auto (see `CaptionClips.decode_workers`)
-    decode_in: str = "processes"
+    blip2: str = field(metadata={"help": "BLIP-2 hub id (e.g. Salesforce/blip2-opt-2.7b) or local directory."})
+    clip_seconds: float | None = field(default=None, metadata={
+        "help": "Clip length; default: the whole video up to --max-seconds."})
+    stride_seconds: float | None = field(default=None, metadata={
+        "help": "Start of one clip to the next (default --clip-seconds)."})
+    max_seconds: float = field(default=10.0, metadata={
+        "help": "Without --clip-seconds, longer videos are cut into windows this long."})
+    min_seconds: float = field(default=1.0, metadata={"help": "Skip clips shorter than this."})
+    frames: int = field(default=1, metadata={
+        "help": "Frames captioned per clip, evenly spaced (1: the middle frame)."})
+    frame_policy: str = field(default="middle", metadata={
+        "help": "middle, longest (caption), or concat (unique captions)."})
+    prompt: str | None = field(default=None, metadata={
+        "help": 'Prompt template; may use {label}, e.g. "a video of {label},".'})
+    beams: int = field(default=5, metadata={"help": "Beam search width."})
+    max_new_tokens: int = field(default=30, metadata={"help": "Longest caption, in tokens."})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "> 1 discourages repeated words."})
+    batch_size: int = field(default=16, metadata={"help": "Frames per model call."})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA if available), cpu, cuda or cuda:N."})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."})
+    prefetch_batches: int = field(default=4, metadata={"help": "Batches decoded ahead of the model, per worker."})
+    decode_workers: int = field(default=0, metadata={
+        "help": "Processes decoding and preprocessing frames ahead of the model, per worker (0: auto, a third of "
+                "the cores on CPU, all but one on CUDA)."})
+    decode_in: str = field(default="processes", metadata={
+        "help": "processes (default) or threads for the decode workers."})
 
     def __post_init__(self):
         for name in ("clip_seconds", "stride_seconds", "max_seconds"):

@@ -78,30 +78,43 @@ class SegmentOptions:
     Thresholds left at None take the embedder's defaults (`embedders.RuleThresholds`).
     """
 
-    embedder: str = "clip"
-    clip: str = "ViT-B-32"
-    clip_pretrained: str | None = "openai"
-    clip_config: str | None = None
-    clip_checkpoint: str | None = None
-    captioner: str = "none"
-    minigpt4: str | None = None  # minigpt4.json naming the three parts
-    blip2: str | None = None  # BLIP-2 hub id or directory, for captioner="blip2"
-    caption_frames: int = 1
-    caption_prompt: str | None = None
-    caption_max_new_tokens: int | None = None
-    sample_fps: float = 2.0
-    threshold: float | None = None
-    frame_change: float = 27.0
-    min_shot_frames: int = 15
-    transition_threshold: float | None = None
-    drop_static: bool = False
-    static_threshold: float | None = None
-    min_seconds: float = 0.5
-    max_seconds: float = 60.0
-    trim: float = 0.0
-    batch_size: int = 32
-    device: str = "auto"
-    prefetch_chunks: int = 16
+    embedder: str = field(default="clip", metadata={
+        "help": "clip (open_clip) or histogram (colour histograms, no weights)."})
+    clip: str = field(default="ViT-B-32", metadata={"help": "open_clip model name."})
+    clip_pretrained: str | None = field(default="openai", metadata={"help": "open_clip pretrained tag."})
+    clip_config: str | None = field(default=None, metadata={
+        "help": "Local open_clip model-config JSON (offline use)."})
+    clip_checkpoint: str | None = field(default=None, metadata={
+        "help": "Local open_clip checkpoint for --clip-config."})
+    captioner: str = field(default="none", metadata={"help": "minigpt4, blip2 or none."})
+    minigpt4: str | None = field(default=None, metadata={"help": "minigpt4.json naming MiniGPT-4's three parts."})
+    blip2: str | None = field(default=None, metadata={
+        "help": "BLIP-2 hub id or directory, for --captioner blip2."})
+    caption_frames: int = field(default=1, metadata={
+        "help": "Frames captioned per segment (1: the middle one)."})
+    caption_prompt: str | None = field(default=None, metadata={
+        "help": "MiniGPT-4: the question; BLIP-2: the caption's start."})
+    caption_max_new_tokens: int | None = field(default=None, metadata={"help": "Longest caption, in tokens."})
+    sample_fps: float = field(default=2.0, metadata={"help": "Frames per second embedded."})
+    threshold: float | None = field(default=None, metadata={
+        "help": "Cut below this similarity of consecutive sampled frames (default: the embedder's)."})
+    frame_change: float = field(default=27.0, metadata={
+        "help": "A hard cut changes one frame by at least this much (HSV, PySceneDetect's scale)."})
+    min_shot_frames: int = field(default=15, metadata={
+        "help": "Ignore a cut this few frames after the previous one."})
+    transition_threshold: float | None = field(default=None, metadata={
+        "help": "Drop segments whose first and last frames are less similar."})
+    drop_static: bool = field(default=False, metadata={
+        "help": "Drop near-static segments.", "flags": ("--drop-static/--keep-static",)})
+    static_threshold: float | None = field(default=None, metadata={
+        "help": "Near-static: every frame at least this similar."})
+    min_seconds: float = field(default=0.5, metadata={"help": "Drop segments (and videos) shorter than this."})
+    max_seconds: float = field(default=60.0, metadata={"help": "Split longer segments evenly."})
+    trim: float = field(default=0.0, metadata={"help": "Seconds trimmed off each end of a segment."})
+    batch_size: int = field(default=32, metadata={"help": "Frames per embedder call."})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA if available), cpu, cuda or cuda:N."})
+    prefetch_chunks: int = field(default=16, metadata={
+        "help": "Decoded chunks of frames queued ahead of the embedder, per worker."})
 
     def __post_init__(self):
         from vidrd_data.models.embedders import embedder_class
