@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import inspect
 import json
 import logging
@@ -19,7 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from cli._app import run_app
+from vidrd_data.run.options import RunOptions
 from vidrd_data.run.stage import STAGES
+from vidrd_data.stages.arguments import declarations, stage_module
 
 app = typer.Typer(
     add_completion=False,
@@ -53,8 +53,6 @@ def _print_summary(summary) -> None:
 def _run_options_for(function, given: dict) -> dict:
     """Return the run options the user changed from `RunOptions`' defaults, as keywords of `function`
     (`run_stage`, `retry_failed`), which applies those defaults itself; one it does not take is a usage problem."""
-    from vidrd_data.run.options import RunOptions
-
     accepted = inspect.signature(function).parameters
     changed = {f.name: given[f.name] for f in fields(RunOptions) if f.name in given and given[f.name] != f.default}
     for name in changed.keys() - accepted.keys():
@@ -113,35 +111,18 @@ def _parameters(cls: type) -> list[inspect.Parameter]:
     return parameters
 
 
-def stage_declarations(stage: str) -> list[type]:
-    """Return the dataclasses that declare a built-in stage's options: its arguments, its module's `*Options`
-    dataclasses (the ones recipes accept too), then `RunOptions`."""
-    from vidrd_data.run.options import RunOptions
-    from vidrd_data.run.stage import STAGES
-    from vidrd_data.stages.arguments import STAGE_ARGUMENTS
-
-    module = importlib.import_module(STAGES[stage].partition(":")[0])
-    options = [value for name, value in vars(module).items()
-               if name.endswith("Options") and dataclasses.is_dataclass(value) and value.__module__ == module.__name__]
-    return [STAGE_ARGUMENTS[stage], *options, RunOptions]
-
-
 def _stage_command(stage: str):
     """Return the command function of a built-in stage: prepare its job from the given options, then run it."""
-    from vidrd_data.run.options import RunOptions
-    from vidrd_data.run.stage import STAGES
-
-    module = importlib.import_module(STAGES[stage].partition(":")[0])
-    declarations = stage_declarations(stage)
+    module = stage_module(stage)
     run_names = {f.name for f in fields(RunOptions)}
 
     def command(out_dir: Path, **given) -> None:
         job = module.prepare(**{k: v for k, v in given.items() if k not in run_names})
         _run(job, out_dir, {k: v for k, v in given.items() if k in run_names})
 
-    parameters = [p for cls in declarations for p in _parameters(cls)]
+    parameters = [p for cls in [*declarations(stage), RunOptions] for p in _parameters(cls)]
     out_dir = inspect.Parameter("out_dir", inspect.Parameter.KEYWORD_ONLY, default=OutOpt, annotation=Path)
-    command.__signature__ = inspect.Signature([parameters[0], out_dir, *parameters[1:]])
+    command.__signature__ = inspect.Signature([parameters[0], out_dir, *parameters[1:]])  # INPUT, --out, the options
     command.__doc__ = (module.__doc__ or "").strip().splitlines()[0]  # the stage module's one-line summary
     return command
 
@@ -189,7 +170,6 @@ def build(
 
 def _retry_command():
     """Return the `retry` command function; its run options are the `RunOptions` fields `retry_failed` takes."""
-    from vidrd_data.run.options import RunOptions
     from vidrd_data.run.runner import retry_failed
 
     def retry(manifest_dir: Path, root: Optional[Path], **given) -> None:

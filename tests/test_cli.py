@@ -145,3 +145,118 @@ def test_installed_entry_point_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     proc = subprocess.run([exe, "--debug", "inspect", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+# ---------------------------------------------------------------- stage commands come from the declarations
+
+
+def _commands():
+    import typer
+
+    from cli.data import app
+
+    return typer.main.get_command(app).commands
+
+
+def test_the_stage_commands_are_exactly_the_registered_stages():
+    from vidrd_data.run.stage import STAGES
+
+    takes_input = {name for name, command in _commands().items() if any(p.name == "input" for p in command.params)}
+    assert takes_input == set(STAGES)
+
+
+@pytest.mark.parametrize("stage", ["images", "videos", "pseudo-video", "caption", "segment"])
+def test_each_stage_command_offers_every_declared_option_once_with_its_default_and_help(stage, capsys, monkeypatch):
+    from dataclasses import MISSING, fields
+
+    from vidrd_data.run.options import RunOptions
+    from vidrd_data.stages.arguments import declarations
+
+    declared = [f for cls in [*declarations(stage), RunOptions] for f in fields(cls)]
+    params = {p.name: p for p in _commands()[stage].params}
+    assert sorted(params) == sorted([f.name for f in declared] + ["out_dir"])  # a name declared twice would show here
+    for f in declared:
+        assert params[f.name].help == f.metadata["help"]
+        assert params[f.name].required == (f.default is MISSING)
+        if f.default is not MISSING:
+            assert params[f.name].default == f.default, f.name
+    monkeypatch.setenv("COLUMNS", "200")  # rich shortens long flags on a narrow terminal
+    code, stdout, _ = _run(capsys, stage, "--help")
+    flags = {flag for f in declared if f.name != "input" for flag in (params[f.name].opts + params[f.name].secondary_opts)}
+    assert code == 0 and not {flag for flag in flags if flag not in stdout}
+    assert {"--executor", "--gpus", "--shard-index", "--num-shards", "--workers", "--shard-size"} <= flags
+
+
+@pytest.mark.parametrize("stage", ["images", "videos", "pseudo-video", "caption", "segment"])
+def test_stage_arguments_are_prepares_own_keywords_with_its_defaults(stage):
+    """What `prepare()` takes besides its `*Options` fields is declared in stages/arguments.py, default for default."""
+    import inspect
+    from dataclasses import MISSING, fields
+
+    from vidrd_data.stages.arguments import STAGE_ARGUMENTS, declarations, stage_module
+
+    arguments, *options = declarations(stage)
+    option_names = {f.name for cls in options for f in fields(cls)}
+    prepare = inspect.signature(stage_module(stage).prepare).parameters
+    own = {name: p for name, p in prepare.items() if p.kind is not p.VAR_KEYWORD and name not in option_names}
+    assert arguments is STAGE_ARGUMENTS[stage]
+    assert sorted(f.name for f in fields(arguments)) == sorted(own)
+    for f in fields(arguments):
+        assert (own[f.name].default is inspect.Parameter.empty) == (f.default is MISSING), f.name
+        if f.default is not MISSING:
+            assert own[f.name].default == f.default, f.name
+    assert not option_names or any(p.kind is p.VAR_KEYWORD for p in prepare.values())  # prepare(**options) takes them
+
+
+def test_a_recipe_accepts_every_option_a_stage_command_declares(tmp_path):
+    from dataclasses import fields
+
+    from vidrd_data.mix.recipe import load_recipe
+    from vidrd_data.run.stage import STAGES
+    from vidrd_data.stages.arguments import declarations
+
+    lines = []
+    for stage in STAGES:
+        lines += [f"[sources.{stage.replace('-', '_')}]", f'stage = "{stage}"', 'input = "in"']
+        for f in (f for cls in declarations(stage) for f in fields(cls) if f.name != "input"):
+            # only the name is checked here: None (not TOML) and required options get a string
+            lines.append(f"{f.name} = {json.dumps(f.default if isinstance(f.default, (str, int, float)) else 'x')}")
+    recipe = tmp_path / "all_options.toml"
+    recipe.write_text("\n".join(lines) + "\n")
+    assert [s.stage for s in load_recipe(recipe, check_paths=False).sources] == list(STAGES)
+
+
+def _rows(out):
+    return mf.Manifest.open(out).read().sort_by("sample_id").to_pylist()
+
+
+def test_two_slices_of_a_stage_run_by_the_cli_into_one_out_give_the_rows_of_one_run(image_set, tmp_path, capsys):
+    sliced, whole = tmp_path / "sliced", tmp_path / "whole"
+    common = ["images", str(image_set), "--shard-size", "5", "--no-progress", "--workers", "1"]
+    for index, parts_done in (("1", [1]), ("0", [0, 1, 2])):  # 14 rows: parts 0, 1, 2; slice 1 of 2 is part 1
+        code, _, err = _run(capsys, *common, "--out", str(sliced), "--shard-index", index, "--num-shards", "2")
+        assert code == 0, err
+        assert sorted(mf.Manifest.open(sliced).complete_parts()) == parts_done
+    assert _run(capsys, *common, "--out", str(whole))[0] == 0
+    assert len(_rows(sliced)) == 14 and _rows(sliced) == _rows(whole)
+
+
+def test_a_run_option_the_runner_does_not_take_is_refused_in_one_line(image_set, tmp_path, capsys, monkeypatch):
+    import vidrd_data.run.runner as runner
+
+    def run_stage_without_gpus(stage_name, params, inputs, out_dir, *, root, input_desc, workers=0, progress=True):
+        raise AssertionError("must not run")
+
+    monkeypatch.setattr(runner, "run_stage", run_stage_without_gpus)
+    code, _, err = _run(capsys, "images", str(image_set), "--out", str(tmp_path / "o"), "--gpus", "0,1")
+    assert "--gpus is not supported" in _one_line_error(code, err)
+
+
+def test_stage_options_given_on_the_command_line_reach_the_manifest_params(image_set, tmp_path, capsys):
+    out = tmp_path / "pv"
+    code, _, err = _run(capsys, "pseudo-video", str(image_set), "--out", str(out), "--no-progress", "--frames", "4",
+                        "--seed", "3", "--zoom-range", "1.2,1.3", "--min-side", "16")
+    assert code == 0, err
+    params = mf.Manifest.open(out).meta["params"]
+    assert (params["frames"], params["seed"], params["zoom_range"], params["min_side"]) == (4, 3, [1.2, 1.3], 16)
+    assert params["size"] == 256 and params["easing"] == "ease_in_out"  # the declared defaults

@@ -2,18 +2,22 @@
 for pseudo-video, which has no `*Options` dataclass, its frame, motion and filter options).
 
 Every option of a stage is declared once, as a dataclass field: the field's default is the option's default, its
-`metadata` gives the CLI help and, where they are not `--the-field-name`, the CLI flags. `vidrd-data STAGE` builds its
-command from three declarations: the stage's arguments here (`STAGE_ARGUMENTS`), the stage module's `*Options`
-dataclass (`CaptionOptions`, `SegmentOptions`), and `vidrd_data.run.options.RunOptions` (how the stage runs).
-The field named `input` is the command's positional argument. tests/test_cli.py pins these declarations to the names
-and defaults of each `prepare()`.
+`metadata` gives the CLI help and, where they are not `--the-field-name`, the CLI flags. `declarations(stage)` lists
+a stage's: its arguments here (`STAGE_ARGUMENTS`), then its module's `*Options` dataclasses (`CaptionOptions`,
+`SegmentOptions`). `vidrd-data STAGE` builds its command from them plus `vidrd_data.run.options.RunOptions` (how the
+stage runs); the field named `input` is the command's positional argument. tests/test_cli.py pins these declarations
+to the names and defaults of each `prepare()`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
+from vidrd_data.run.stage import STAGES
 from vidrd_data.stages.pseudo_video import MotionConfig
 
 
@@ -140,3 +144,17 @@ STAGE_ARGUMENTS: dict[str, type] = {
     "segment": SegmentArguments,
     "pseudo-video": PseudoVideoArguments,
 }
+
+
+def stage_module(stage: str) -> ModuleType:
+    """Return the module of a built-in stage: its Stage class, `prepare()` and `*Options` dataclasses."""
+    return importlib.import_module(STAGES[stage].partition(":")[0])
+
+
+def declarations(stage: str) -> list[type]:
+    """Return the dataclasses that declare a built-in stage's options: its arguments, then the `*Options`
+    dataclasses its module defines (those that `prepare(**options)` takes, as recipes find them)."""
+    module = stage_module(stage)
+    options = [value for name, value in vars(module).items()
+               if name.endswith("Options") and dataclasses.is_dataclass(value) and value.__module__ == module.__name__]
+    return [STAGE_ARGUMENTS[stage], *options]
