@@ -262,10 +262,15 @@ def build(
     num_shards: Optional[int] = typer.Option(None, "--num-shards", help="Number of slices (one per Slurm array job)."),
     merge_only: bool = typer.Option(False, "--merge-only", help="Only mix finished sources (after all slices ran)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Override the recipe's root for relative paths."),
+    allow_partial: bool = typer.Option(False, "--allow-partial",
+                                       help="With --merge-only: mix sources with missing parts anyway (warns)."),
     progress: bool = ProgressOpt,
 ) -> None:
-    """Run every source of a recipe through its stage, then write one mixed training manifest and a build report."""
-    from vidrd_data.mix.recipe import build as build_recipe
+    """Run every source of a recipe through its stage, then write one mixed training manifest and a build report.
+
+    Slices (`--shard-index/--num-shards`) run and map their parts of every source; `--merge-only` then
+    mixes them into the manifest one build writes."""
+    from vidrd_data.mix.mix import build as build_recipe
     from vidrd_data.mix.recipe import load_recipe
 
     if (shard_index is None) != (num_shards is None):
@@ -275,7 +280,8 @@ def build(
     _check_out(out_dir)
     spec = load_recipe(recipe, root=root)
     report = build_recipe(spec, out_dir, workers=workers, executor=executor, progress=progress,
-                          shard_index=shard_index, num_shards=num_shards, merge_only=merge_only)
+                          shard_index=shard_index, num_shards=num_shards, merge_only=merge_only,
+                          allow_partial=allow_partial)
     if report is None:
         out.print(f"slice {shard_index} of {num_shards} done; when every slice has finished, run the same command "
                   "with --merge-only instead of --shard-index/--num-shards", markup=False)
@@ -284,7 +290,7 @@ def build(
     out.print(f"[bold]{report['mixed_manifest']}[/]: {report['rows']} rows ({splits}), "
               f"{report['hours_total'] * 3600:.1f} s of video")
     for name, s in report["sources"].items():
-        out.print(f"  {name}: {s['rows']} rows, {s['failed']} failed, {s['capped']} capped, "
+        out.print(f"  {name}: {s['rows']} rows, {s['failed']} failed, {s['capped']} capped, {s['unreadable']} unreadable, "
                   f"{s['duplicates']} duplicates, {s.get('near_duplicates', 0)} near-duplicates", markup=False)
     out.print(f"report: {out_dir / 'report.md'}, {out_dir / 'report.json'}, {out_dir / 'report.png'}", markup=False)
 

@@ -120,7 +120,7 @@ if __name__ == "__main__":  # regenerate the pinned fixture (only ever from the 
     import sys
     import tempfile
 
-    from vidrd_data.mix.recipe import mix
+    from vidrd_data.mix.mix import mix
 
     pinned = {}
     for label, threshold in (("exact", 0.0), ("near_dup", 0.95)):

@@ -8,7 +8,8 @@ from PIL import Image
 from cli.data import main
 from tests.conftest import REPO
 from vidrd_data import manifest as mf
-from vidrd_data.mix.recipe import RecipeError, build, load_recipe
+from vidrd_data.mix.mix import build
+from vidrd_data.mix.recipe import RecipeError, load_recipe
 from vidrd_data.run.runner import run_stage
 from vidrd_io.video import write_mp4
 
@@ -98,7 +99,7 @@ def test_two_slices_merged_equal_one_local_build(corpus, tmp_path):
     build(recipe, tmp_path / "local", workers=2, progress=False)
     for i in range(2):
         assert build(recipe, tmp_path / "sliced", shard_index=i, num_shards=2, progress=False) is None
-    with pytest.raises(RecipeError, match="parts complete"):
+    with pytest.raises(mf.IncompleteManifest, match="half/sources/stills is incomplete: part 1 of 3 missing"):
         build(recipe, tmp_path / "half", shard_index=0, num_shards=2, progress=False) or build(
             recipe, tmp_path / "half", merge_only=True, progress=False)
     build(recipe, tmp_path / "sliced", merge_only=True, progress=False)

@@ -1,17 +1,25 @@
-"""The mix reproduces what the mix of commit cb6ad81 (rows as Python dicts) wrote: ids, splits, order, columns.
+"""The mix reproduces what the mix of commit cb6ad81 (rows as Python dicts) wrote: ids, splits, order, columns;
+and it is sliceable, mergeable and resumable without changing that.
 
 `tests/data/mix_pinned.json` was written by `python -m tests.mix_corpus` from that code, before the rewrite.
 """
 
 import json
+import os
 
 import pytest
 
 from tests import mix_corpus
 from tests.conftest import REPO
-from vidrd_data.mix.recipe import mix
+from vidrd_data import manifest as mf
+from vidrd_data.mix import mix as mixing
+from vidrd_data.mix.mix import map_slice, merge, mix
 
 PINNED = json.loads((REPO / "tests" / "data" / "mix_pinned.json").read_text())
+
+
+def _candidates(out):
+    return sorted(p.name for p in (out / mixing.MIXING_DIR).glob("*.parquet"))
 
 
 @pytest.mark.parametrize("label, threshold", [("exact", 0.0), ("near_dup", 0.95)])
@@ -20,6 +28,95 @@ def test_mix_of_synthetic_sources_equals_the_pinned_mix_of_the_old_code(tmp_path
     report = mix(mix_corpus.recipe(root, threshold), out)
     pinned = PINNED[label]
     assert mix_corpus.mixed_summary(out) == pinned["mixed"]
-    assert report["sources"] == pinned["sources"]
+    for name, stats in pinned["sources"].items():  # the old counts, plus `unreadable` (new, none here)
+        assert report["sources"][name] == {**stats, "unreadable": 0}
     assert report["splits"] == pinned["splits"]
     assert report["rows_by_source_and_kind"] == pinned["rows_by_source_and_kind"]
+
+
+def test_three_slices_then_merge_write_the_pinned_mix_and_each_slice_maps_only_its_parts(tmp_path):
+    root, out = mix_corpus.corpus(tmp_path)
+    recipe = mix_corpus.recipe(root)
+    seen = []
+    for i in range(3):
+        assert map_slice(recipe, out, i, 3) > 0
+        now = _candidates(out)
+        mine = [n for n in now if n not in seen]
+        assert all(int(n.split("-")[1][1:]) % 3 == i for n in mine), mine
+        seen = now
+    merge(recipe, out)
+    assert mix_corpus.mixed_summary(out) == PINNED["exact"]["mixed"]
+
+
+def test_merge_refuses_a_source_part_that_no_slice_mapped(tmp_path):
+    root, out = mix_corpus.corpus(tmp_path)
+    recipe = mix_corpus.recipe(root)
+    map_slice(recipe, out, 0, 2)
+    with pytest.raises(mixing.RecipeError, match="not mapped yet"):
+        merge(recipe, out)
+
+
+def test_killed_mix_resumes_mapping_only_what_is_missing_and_writes_the_same_manifest(tmp_path, monkeypatch):
+    root, out = mix_corpus.corpus(tmp_path)
+    recipe = mix_corpus.recipe(root)
+    calls = []
+    real = mixing._candidate
+
+    def dies_on_the_fourth(*args):
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        calls.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(mixing, "_candidate", dies_on_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        mix(recipe, out)
+    assert len(_candidates(out)) == 3 and not list((out / mixing.MIXING_DIR).glob(".*.tmp"))
+    assert not (out / "mixed").exists()
+    monkeypatch.setattr(mixing, "_candidate", real)
+    assert map_slice(recipe, out) == (3 + 3 + 2) - 3  # parts of alpha, beta, gamma, less those mapped already
+    mix(recipe, out)
+    assert mix_corpus.mixed_summary(out) == PINNED["exact"]["mixed"]
+
+
+def test_interrupted_merge_leaves_a_manifest_strict_readers_refuse(tmp_path, monkeypatch):
+    root, out = mix_corpus.corpus(tmp_path)
+    recipe = mix_corpus.recipe(root)
+    monkeypatch.setattr(mixing, "MIXED_PART_ROWS", 5)
+    real = mixing.fs.write_json_atomic
+
+    def dies_on_second_stats(target, data):
+        if str(target).endswith("part-00001.stats.json"):
+            raise KeyboardInterrupt("killed")
+        real(target, data)
+
+    monkeypatch.setattr(mixing.fs, "write_json_atomic", dies_on_second_stats)
+    with pytest.raises(KeyboardInterrupt):
+        mix(recipe, out)
+    with pytest.raises(mf.IncompleteManifest, match="part.* of 5 missing"):
+        mf.Manifest.open_for_work(out / "mixed")
+    monkeypatch.setattr(mixing.fs, "write_json_atomic", real)
+    mix(recipe, out)
+    m = mf.Manifest.open_for_work(out / "mixed")
+    assert len(m.parts) == 5
+    ids = [i for part in PINNED["exact"]["mixed"]["parts"] for i in part["sample_id"]]
+    assert m.read(columns=["sample_id"])["sample_id"].to_pylist() == ids
+
+
+def test_rows_whose_file_is_gone_are_dropped_and_counted_not_fatal(tmp_path):
+    root, out = mix_corpus.corpus(tmp_path)
+    os.unlink(root / "media" / "img_07.png")  # alpha's row 7 (ok)
+    report = mix(mix_corpus.recipe(root), out)
+    assert report["sources"]["alpha"]["unreadable"] == 1
+    assert report["rows"] == sum(len(p["sample_id"]) for p in PINNED["exact"]["mixed"]["parts"]) - 1
+    assert "media/img_07.png" not in mf.Manifest.open(out / "mixed").read()["source_path"].to_pylist()
+
+
+def test_mix_refuses_an_incomplete_source_unless_allow_partial(tmp_path, caplog):
+    root, out = mix_corpus.corpus(tmp_path)
+    os.unlink(out / "sources" / "beta" / mf.stats_name(1))
+    with pytest.raises(mf.IncompleteManifest, match=r"sources/beta is incomplete: part 1 of 3 missing; part 1 has no stats"):
+        mix(mix_corpus.recipe(root), out)
+    report = mix(mix_corpus.recipe(root), out, allow_partial=True)
+    assert report["sources"]["beta"]["rows"] == 15
+    assert "--allow-partial" in caplog.text
