@@ -340,6 +340,8 @@ def inspect(
 def _print_info(info: dict) -> None:
     out.print(f"[bold]{info['path']}[/]  stage={info['stage']} kind={info['kind']} root={info['root']}")
     out.print(f"rows {info['rows']}, parts {info['parts_complete']}/{info['parts_expected']} complete")
+    if info["incomplete"]:
+        out.print(f"[red]{info['incomplete']}[/] (readers for work refuse it without --allow-partial)")
     schema = Table(title="schema", show_header=True)
     schema.add_column("column")
     schema.add_column("type")
