@@ -9,7 +9,7 @@ from cli.data import main
 from tests.conftest import REPO
 from vidrd_data import manifest as mf
 from vidrd_data.mix.mix import build
-from vidrd_data.mix.recipe import RecipeError, load_recipe
+from vidrd_data.mix.recipe import load_recipe
 from vidrd_data.run.runner import run_stage
 from vidrd_io.video import write_mp4
 
