@@ -120,3 +120,13 @@ def test_mix_refuses_an_incomplete_source_unless_allow_partial(tmp_path, caplog)
     report = mix(mix_corpus.recipe(root), out, allow_partial=True)
     assert report["sources"]["beta"]["rows"] == 15
     assert "--allow-partial" in caplog.text
+
+
+def test_a_complete_capped_source_is_capped_before_its_files_are_fingerprinted(tmp_path):
+    import pyarrow.parquet as pq
+
+    root, out = mix_corpus.corpus(tmp_path)
+    mix(mix_corpus.recipe(root), out)
+    beta = [pq.read_table(p, columns=["content_hash"]) for p in sorted((out / mixing.MIXING_DIR).glob("s001-*"))]
+    assert sum(t.num_rows for t in beta) == 24  # every ok row is a candidate (the merge decides the cap again)
+    assert sum(t.num_rows - t["content_hash"].null_count for t in beta) == 12  # only the cap's 12 were hashed

@@ -142,25 +142,28 @@ class _SourcePlan:
     cap_by_part: dict[int, np.ndarray] | None
 
 
-def _plan(recipe: Recipe, index: int, source: Source, m: mf.Manifest, schema: pa.Schema) -> _SourcePlan:
+def _plan(recipe: Recipe, index: int, source: Source, m: mf.Manifest, schema: pa.Schema,
+          decide_cap: bool = True) -> _SourcePlan:
+    """Return the map's plan for one source; `decide_cap=False` gives only its digest (what the merge needs)."""
     options = {"seed": recipe.seed, "val_fraction": recipe.val_fraction, "root": str(recipe.root), "index": index,
                "source": source.name, "weight": float(source.weight), "schema": schema.to_string()}
     cap_by_part = None
     if source.cap is not None and not m.missing_parts():
-        # a complete source: decide the cap now so that capped rows are never fingerprinted
-        ids = {p: _ok_ids(m, p) for p in m.parts}
-        keys = dedup.unit_hashes(f"{recipe.seed}|cap|", [i for p in m.parts for i in ids[p]])
-        keep = cap_mask(keys, source.cap)
-        bounds = np.cumsum([0] + [len(ids[p]) for p in m.parts])
-        cap_by_part = {p: keep[bounds[k]:bounds[k + 1]] for k, p in enumerate(m.parts)}
+        # a complete source: the cap is decided before fingerprinting, so capped rows cost no media reads;
+        # the candidates then depend on every part of the source, hence every stats file in the digest
         options["cap"] = [source.cap, [(m.path / mf.stats_name(p)).read_text() for p in m.parts]]
+        if decide_cap:
+            keys = [_cap_keys(recipe, m, p) for p in m.parts]
+            keep = cap_mask(np.concatenate(keys) if keys else np.zeros(0), source.cap)
+            bounds = np.cumsum([0] + [len(k) for k in keys])
+            cap_by_part = {p: keep[bounds[k]:bounds[k + 1]] for k, p in enumerate(m.parts)}
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
     return _SourcePlan(index, source, m, digest, cap_by_part)
 
 
-def _ok_ids(m: mf.Manifest, part: int) -> list[str]:
+def _cap_keys(recipe: Recipe, m: mf.Manifest, part: int) -> np.ndarray:
     t = pq.read_table(m.part_path(part), columns=["sample_id", "status"])
-    return t["sample_id"].filter(pc.equal(t["status"], "ok")).to_pylist()
+    return dedup.unit_hashes(f"{recipe.seed}|cap|", t["sample_id"].filter(pc.equal(t["status"], "ok")).to_pylist())
 
 
 def candidate_name(index: int, part: int, plan_digest: str, stats_text: str) -> str:
@@ -180,13 +183,16 @@ def map_slice(recipe: Recipe, out: str | os.PathLike, shard_index: int | None = 
     written = 0
     with dedup.Fingerprinter() as fingerprint:
         for index, (source, m) in enumerate(zip(recipe.sources, manifests)):
-            plan = _plan(recipe, index, source, m, schema)
+            plan = _plan(recipe, index, source, m, schema, decide_cap=False)
+            todo = {}
             for part in m.parts:
-                if num_shards is not None and part % num_shards != shard_index:
-                    continue
-                target = mixing / candidate_name(index, part, plan.digest, (m.path / mf.stats_name(part)).read_text())
-                if target.is_file():
-                    continue
+                if num_shards is None or part % num_shards == shard_index:
+                    target = mixing / candidate_name(index, part, plan.digest, (m.path / mf.stats_name(part)).read_text())
+                    if not target.is_file():
+                        todo[part] = target
+            if todo:
+                plan = _plan(recipe, index, source, m, schema)
+            for part, target in todo.items():
                 for stale in mixing.glob(f"s{index:03d}-p{part:05d}-*.parquet"):
                     stale.unlink()
                 fs.write_parquet_atomic(target, _candidate(recipe, plan, part, schema, fingerprint))
@@ -236,7 +242,7 @@ def _candidates(recipe: Recipe, out: Path, manifests: list[mf.Manifest]) -> list
     schema = mixed_schema(manifests)
     found = []
     for index, (source, m) in enumerate(zip(recipe.sources, manifests)):
-        digest = _plan(recipe, index, source, m, schema).digest
+        digest = _plan(recipe, index, source, m, schema, decide_cap=False).digest
         paths = [out / MIXING_DIR / candidate_name(index, p, digest, (m.path / mf.stats_name(p)).read_text())
                  for p in m.parts]
         missing = [p for p in paths if not p.is_file()]
