@@ -133,32 +133,45 @@ def cap_mask(keys: np.ndarray, cap: int | None) -> np.ndarray:
 
 @dataclass
 class _SourcePlan:
-    """What the map of one source needs: its manifest, its options' digest and (when known) its cap per part."""
+    """What the map of one source needs: its manifest, its digests and (once decided) its cap per part.
+
+    A candidate made with every ok row fingerprinted is named from `digest` (the mix's options) and its own
+    part's stats; one made after the cap was decided (only the cap's rows fingerprinted) from `capped_digest`,
+    which also covers every stats file of the source, because the cap depends on all of its parts. The merge
+    takes either: both give the same mix.
+    """
 
     index: int
     source: Source
     manifest: mf.Manifest
     digest: str
-    cap_by_part: dict[int, np.ndarray] | None
+    capped_digest: str | None
+    cap_by_part: dict[int, np.ndarray] | None = None
+
+    def names(self, part: int) -> list[str]:
+        """Return the names a valid candidate of `part` may have, the preferred (made now) first."""
+        stats = (self.manifest.path / mf.stats_name(part)).read_text()
+        digests = [self.capped_digest, self.digest] if self.capped_digest else [self.digest]
+        return [candidate_name(self.index, part, d, stats) for d in digests]
+
+    def decide_cap(self, recipe: Recipe) -> None:
+        """Decide which ok rows the cap keeps, part by part (reads only ids): capped rows are never fingerprinted."""
+        m = self.manifest
+        keys = [_cap_keys(recipe, m, p) for p in m.parts]
+        keep = cap_mask(np.concatenate(keys) if keys else np.zeros(0), self.source.cap)
+        bounds = np.cumsum([0] + [len(k) for k in keys])
+        self.cap_by_part = {p: keep[bounds[k]:bounds[k + 1]] for k, p in enumerate(m.parts)}
 
 
-def _plan(recipe: Recipe, index: int, source: Source, m: mf.Manifest, schema: pa.Schema,
-          decide_cap: bool = True) -> _SourcePlan:
-    """Return the map's plan for one source; `decide_cap=False` gives only its digest (what the merge needs)."""
+def _plan(recipe: Recipe, index: int, source: Source, m: mf.Manifest, schema: pa.Schema) -> _SourcePlan:
     options = {"seed": recipe.seed, "val_fraction": recipe.val_fraction, "root": str(recipe.root), "index": index,
                "source": source.name, "weight": float(source.weight), "schema": schema.to_string()}
-    cap_by_part = None
-    if source.cap is not None and not m.missing_parts():
-        # a complete source: the cap is decided before fingerprinting, so capped rows cost no media reads;
-        # the candidates then depend on every part of the source, hence every stats file in the digest
-        options["cap"] = [source.cap, [(m.path / mf.stats_name(p)).read_text() for p in m.parts]]
-        if decide_cap:
-            keys = [_cap_keys(recipe, m, p) for p in m.parts]
-            keep = cap_mask(np.concatenate(keys) if keys else np.zeros(0), source.cap)
-            bounds = np.cumsum([0] + [len(k) for k in keys])
-            cap_by_part = {p: keep[bounds[k]:bounds[k + 1]] for k, p in enumerate(m.parts)}
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
-    return _SourcePlan(index, source, m, digest, cap_by_part)
+    capped_digest = None
+    if source.cap is not None and not m.missing_parts():  # a cap can be decided only over the whole source
+        options["cap"] = [source.cap, [(m.path / mf.stats_name(p)).read_text() for p in m.parts]]
+        capped_digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
+    return _SourcePlan(index, source, m, digest, capped_digest)
 
 
 def _cap_keys(recipe: Recipe, m: mf.Manifest, part: int) -> np.ndarray:
@@ -167,6 +180,7 @@ def _cap_keys(recipe: Recipe, m: mf.Manifest, part: int) -> np.ndarray:
 
 
 def candidate_name(index: int, part: int, plan_digest: str, stats_text: str) -> str:
+    """Return the file name of source `index`'s part `part` candidate, made under `plan_digest` from that part."""
     key = hashlib.sha256(f"{plan_digest}|{stats_text}".encode()).hexdigest()[:12]
     return f"s{index:03d}-p{part:05d}-{key}.parquet"
 
@@ -183,15 +197,15 @@ def map_slice(recipe: Recipe, out: str | os.PathLike, shard_index: int | None = 
     written = 0
     with dedup.Fingerprinter() as fingerprint:
         for index, (source, m) in enumerate(zip(recipe.sources, manifests)):
-            plan = _plan(recipe, index, source, m, schema, decide_cap=False)
+            plan = _plan(recipe, index, source, m, schema)
             todo = {}
             for part in m.parts:
                 if num_shards is None or part % num_shards == shard_index:
-                    target = mixing / candidate_name(index, part, plan.digest, (m.path / mf.stats_name(part)).read_text())
-                    if not target.is_file():
-                        todo[part] = target
-            if todo:
-                plan = _plan(recipe, index, source, m, schema)
+                    names = plan.names(part)
+                    if not any((mixing / n).is_file() for n in names):
+                        todo[part] = mixing / names[0]
+            if todo and plan.capped_digest:
+                plan.decide_cap(recipe)
             for part, target in todo.items():
                 for stale in mixing.glob(f"s{index:03d}-p{part:05d}-*.parquet"):
                     stale.unlink()
@@ -242,12 +256,14 @@ def _candidates(recipe: Recipe, out: Path, manifests: list[mf.Manifest]) -> list
     schema = mixed_schema(manifests)
     found = []
     for index, (source, m) in enumerate(zip(recipe.sources, manifests)):
-        digest = _plan(recipe, index, source, m, schema, decide_cap=False).digest
-        paths = [out / MIXING_DIR / candidate_name(index, p, digest, (m.path / mf.stats_name(p)).read_text())
-                 for p in m.parts]
-        missing = [p for p in paths if not p.is_file()]
+        plan = _plan(recipe, index, source, m, schema)
+        paths, missing = [], []
+        for part in m.parts:
+            present = [out / MIXING_DIR / n for n in plan.names(part) if (out / MIXING_DIR / n).is_file()]
+            paths += present[:1]
+            missing += [] if present else [part]
         if missing:
-            raise RecipeError(f"sources.{source.name}: {len(missing)} parts not mapped yet (e.g. {missing[0].name})")
+            raise RecipeError(f"sources.{source.name}: {len(missing)} parts not mapped yet (e.g. part {missing[0]})")
         found.append(paths)
     return found
 
