@@ -175,3 +175,12 @@ def test_inspect_shows_missing_parts_validate_and_retry_refuse_with_one_line(sev
     assert code == 1 and "part 6 of 7 missing" in out
     code, _, err = run_cli(main, capsys, "retry", seven_parts)
     assert "is incomplete: part 6 of 7 missing" in assert_one_line_error(code, err, "vidrd-data")
+
+
+def test_eval_video_list_refuses_an_incomplete_manifest(seven_parts):
+    from vidrd_model.eval.videos import list_videos
+
+    assert len(list_videos(seven_parts)) == 12
+    (seven_parts / mf.stats_name(2)).unlink()
+    with pytest.raises(ValueError, match=r"is incomplete: part 2 of 7 missing; part 2 has no stats file \(a stage"):
+        list_videos(seven_parts)
