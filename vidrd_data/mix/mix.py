@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,17 +288,20 @@ def merge(recipe: Recipe, out: str | os.PathLike, manifests: list[mf.Manifest] |
     offsets = np.cumsum([0] + lengths)
     keep = [keep_all[offsets[f]:offsets[f + 1]] for f in range(len(lengths))]
     flat = [p for paths in files for p in paths]
+    file_source = [s.name for s, paths in zip(recipe.sources, files) for _ in paths]
+
+    def kept_by_source() -> Counter:
+        counts = Counter({s.name: 0 for s in recipe.sources})
+        for name, mask in zip(file_source, keep):
+            counts[name] += int(mask.sum())
+        return counts
+
     _drop_unreadable(recipe, files, keep, per_source)
-    survivors = {s.name: 0 for s in recipe.sources}
-    for source, mask in zip((s for s, paths in zip(recipe.sources, files) for _ in paths), keep):
-        survivors[source.name] += int(mask.sum())
+    before = kept_by_source()
     if recipe.dedup == "exact":
         _drop_exact_duplicates(flat, keep_all, offsets)
-    kept = {s.name: 0 for s in recipe.sources}
-    for source, mask in zip((s for s, paths in zip(recipe.sources, files) for _ in paths), keep):
-        kept[source.name] += int(mask.sum())
-    for s in recipe.sources:
-        per_source[s.name]["duplicates"] = survivors[s.name] - kept[s.name]
+    for name, n in kept_by_source().items():
+        per_source[name]["duplicates"] = before[name] - n
     if recipe.near_dup_threshold > 0:
         dedup.drop_near_duplicates(recipe, files, keep, per_source)
     mixed_dir = _write_mixed(recipe, out, manifests, flat, keep, t0)
