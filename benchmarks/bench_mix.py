@@ -160,7 +160,7 @@ def _digest(mixed: Path) -> str:
     for part in sorted(mixed.glob("part-*.parquet")):
         t = pq.read_table(part, columns=["sample_id", "split"])
         h.update("\n".join(f"{i} {s}" for i, s in zip(t["sample_id"].to_pylist(), t["split"].to_pylist())).encode())
-    return h.hexdigest()[:12]
+    return h.hexdigest()[:8]
 
 
 def bench(rows: int, part_rows: int, tmp: Path, tree: Path, old: bool = False) -> dict:
@@ -174,19 +174,20 @@ def bench(rows: int, part_rows: int, tmp: Path, tree: Path, old: bool = False) -
     dup = sum(s["duplicates"] for s in result["sources"].values())
     capped = sum(s["capped"] for s in result["sources"].values())
     row = {
-        "code": "old (cb6ad81)" if old else "new",
+        "code": "old cb6ad81" if old else "new",
         "rows in": rows,
-        "media files": spec["files"],
+        "files": spec["files"],
         "source parts": sum(-(-int(rows * s[1]) // part_rows) for s in SHARES),
+        "sources s": round(write_s, 1),
         "rows out": result["rows_out"],
-        "capped/dup": f"{capped}/{dup}",
-        "write sources s": round(write_s, 1),
-        "mix wall s": round(result["wall_s"], 1),
+        "capped": capped,
+        "dups": dup,
+        "mix s": round(result["wall_s"], 1),
         "rows/s": int(rows / result["wall_s"]),
         "peak RSS MiB": round(result["rss_kb"] / 1024),
         "RSS B/row": int(result["rss_kb"] * 1024 / rows),
-        "parts written": len(list(mixed.glob("part-*.parquet"))),
-        "ids+splits sha256": digest,
+        "parts out": len(list(mixed.glob("part-*.parquet"))),
+        "ids+splits": digest,
     }
     subprocess.run(["rm", "-rf", str(base)])
     return row
