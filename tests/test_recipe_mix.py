@@ -146,3 +146,15 @@ def test_slices_mapped_while_a_source_was_unfinished_merge_without_mapping_again
     mix(recipe, out)
     assert mapped_again == []
     assert mix_corpus.mixed_summary(out) == PINNED["exact"]["mixed"]
+
+
+def test_a_slice_removes_only_its_own_torn_temp_files(tmp_path):
+    root, out = mix_corpus.corpus(tmp_path)
+    recipe = mix_corpus.recipe(root)
+    (out / mixing.MIXING_DIR).mkdir()
+    mine = out / mixing.MIXING_DIR / ".s000-p00002-0123456789ab.parquet.k2j4.tmp"
+    theirs = out / mixing.MIXING_DIR / ".s000-p00001-0123456789ab.parquet.x9q1.tmp"
+    mine.write_bytes(b"torn")
+    theirs.write_bytes(b"being written")
+    map_slice(recipe, out, 0, 2)
+    assert not mine.exists() and theirs.exists()

@@ -15,7 +15,8 @@ Two steps, so that the costly one (reading media to fingerprint it) runs in slic
    order keeps its row, over all slices at once, in hash buckets of ≤ 4M keys so memory stays bounded. Then it
    streams the kept rows into parts of `MIXED_PART_ROWS`. `_manifest.json` (with `num_parts`) is written first
    and each part with its stats file last, so an interrupted merge leaves a manifest that strict readers refuse;
-   re-running the merge rewrites it (it reads no media, so restarting is cheap).
+   re-running the merge rewrites it (it reads no media, so restarting is cheap). `OUT/mixing/` stays for
+   the next merge (a rebuilt source part is mapped again, the rest reused); delete it to save the space.
 
 Memory: one part at a time, plus per row 1 byte (keep mask) and, during the caps and dedup, 8–24 bytes of keys.
 
@@ -195,6 +196,10 @@ def map_slice(recipe: Recipe, out: str | os.PathLike, shard_index: int | None = 
     schema = mixed_schema(manifests)
     mixing = out / MIXING_DIR
     mixing.mkdir(parents=True, exist_ok=True)
+    for torn in mixing.glob(".s*-p*.tmp"):  # a killed map's temp files: only this slice's (others may be writing)
+        part = int(torn.name.split("-")[1][1:])
+        if num_shards is None or part % num_shards == shard_index:
+            torn.unlink(missing_ok=True)
     written = 0
     with dedup.Fingerprinter() as fingerprint:
         for index, (source, m) in enumerate(zip(recipe.sources, manifests)):
