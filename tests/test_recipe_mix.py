@@ -158,3 +158,22 @@ def test_a_slice_removes_only_its_own_torn_temp_files(tmp_path):
     theirs.write_bytes(b"being written")
     map_slice(recipe, out, 0, 2)
     assert not mine.exists() and theirs.exists()
+
+
+@pytest.mark.parametrize("cap", [0, 1, 7, 50, 99, 100, 150])
+def test_cap_mask_keeps_what_a_stable_argsort_kept_ties_included(cap):
+    import numpy as np
+
+    keys = np.random.default_rng(cap).integers(0, 20, 100).astype(float) / 20  # many ties
+    old = np.zeros(len(keys), bool)
+    old[np.argsort(keys, kind="stable")[:cap]] = True
+    assert (mixing.cap_mask(keys, cap) == old).all()
+
+
+def test_exact_dedup_in_many_hash_buckets_gives_the_pinned_mix(tmp_path, monkeypatch):
+    monkeypatch.setattr(mixing, "DEDUP_BUCKET_KEYS", 4)  # 30-odd keys: 8+ buckets, as 10M rows get 3
+    root, out = mix_corpus.corpus(tmp_path)
+    report = mix(mix_corpus.recipe(root), out)
+    assert mix_corpus.mixed_summary(out) == PINNED["exact"]["mixed"]
+    assert {n: s["duplicates"] for n, s in report["sources"].items()} == {
+        n: s["duplicates"] for n, s in PINNED["exact"]["sources"].items()}

@@ -99,6 +99,7 @@ def mix(recipe: Recipe, out: str | os.PathLike, *, allow_partial: bool = False) 
 
 
 def _open_sources(recipe: Recipe, out: Path, allow_partial: bool) -> list[mf.Manifest]:
+    """Return the built sources, each refused when incomplete unless `allow_partial`."""
     opened = []
     for source in recipe.sources:
         path = out / "sources" / source.name
@@ -177,6 +178,7 @@ def _plan(recipe: Recipe, index: int, source: Source, m: mf.Manifest, schema: pa
 
 
 def _cap_keys(recipe: Recipe, m: mf.Manifest, part: int) -> np.ndarray:
+    """Return the cap keys of a source part's ok rows (only ids are read)."""
     t = pq.read_table(m.part_path(part), columns=["sample_id", "status"])
     return dedup.unit_hashes(f"{recipe.seed}|cap|", t["sample_id"].filter(pc.equal(t["status"], "ok")).to_pylist())
 
