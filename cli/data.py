@@ -141,10 +141,15 @@ def build(
     num_shards: Optional[int] = typer.Option(None, "--num-shards", help="Number of slices (one per Slurm array job)."),
     merge_only: bool = typer.Option(False, "--merge-only", help="Only mix finished sources (after all slices ran)."),
     root: Optional[Path] = typer.Option(None, "--root", help="Override the recipe's root for relative paths."),
+    allow_partial: bool = typer.Option(False, "--allow-partial",
+                                       help="With --merge-only: mix sources with missing parts anyway (warns)."),
     progress: bool = ProgressOpt,
 ) -> None:
-    """Run every source of a recipe through its stage, then write one mixed training manifest and a build report."""
-    from vidrd_data.mix.recipe import build as build_recipe
+    """Run every source of a recipe through its stage, then write one mixed training manifest and a build report.
+
+    Slices (`--shard-index/--num-shards`) run and map their parts of every source; `--merge-only` then
+    mixes them into the manifest one build writes."""
+    from vidrd_data.mix.mix import build as build_recipe
     from vidrd_data.mix.recipe import load_recipe
 
     if (shard_index is None) != (num_shards is None):
@@ -154,7 +159,8 @@ def build(
     _check_out(out_dir)
     spec = load_recipe(recipe, root=root)
     report = build_recipe(spec, out_dir, workers=workers, executor=executor, progress=progress,
-                          shard_index=shard_index, num_shards=num_shards, merge_only=merge_only)
+                          shard_index=shard_index, num_shards=num_shards, merge_only=merge_only,
+                          allow_partial=allow_partial)
     if report is None:
         out.print(f"slice {shard_index} of {num_shards} done; when every slice has finished, run the same command "
                   "with --merge-only instead of --shard-index/--num-shards", markup=False)
@@ -163,7 +169,7 @@ def build(
     out.print(f"[bold]{report['mixed_manifest']}[/]: {report['rows']} rows ({splits}), "
               f"{report['hours_total'] * 3600:.1f} s of video")
     for name, s in report["sources"].items():
-        out.print(f"  {name}: {s['rows']} rows, {s['failed']} failed, {s['capped']} capped, "
+        out.print(f"  {name}: {s['rows']} rows, {s['failed']} failed, {s['capped']} capped, {s['unreadable']} unreadable, "
                   f"{s['duplicates']} duplicates, {s.get('near_duplicates', 0)} near-duplicates", markup=False)
     out.print(f"report: {out_dir / 'report.md'}, {out_dir / 'report.json'}, {out_dir / 'report.png'}", markup=False)
 
@@ -222,6 +228,8 @@ def inspect_manifest(
 def _print_info(info: dict) -> None:
     out.print(f"[bold]{info['path']}[/]  stage={info['stage']} kind={info['kind']} root={info['root']}")
     out.print(f"rows {info['rows']}, parts {info['parts_complete']}/{info['parts_expected']} complete")
+    if info["incomplete"]:
+        out.print(f"[red]{info['incomplete']}[/] (readers for work refuse it without --allow-partial)")
     schema = Table(title="schema", show_header=True)
     schema.add_column("column")
     schema.add_column("type")

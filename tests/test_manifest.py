@@ -133,3 +133,54 @@ def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
     (tmp_path / "b.json").write_text("{}")
     mode = stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "b.json").st_mode) and mode != 0o600
+
+
+@pytest.fixture
+def seven_parts(image_set, tmp_path):
+    """A finished 7-part manifest of the images stage (12 inputs + 2 broken, 2 rows a part)."""
+    table, root = sources.caption_table(image_set, path_col="image")
+    run_stage("images", {}, table, tmp_path / "m", root=root, input_desc=["x"], shard_size=2, progress=False)
+    assert len(mf.Manifest.open(tmp_path / "m").parts) == 7
+    return tmp_path / "m"
+
+
+def test_require_complete_names_the_missing_parts_and_allow_partial_only_warns(seven_parts, caplog):
+    (seven_parts / mf.part_name(3)).unlink()
+    (seven_parts / mf.stats_name(3)).unlink()
+    (seven_parts / mf.stats_name(5)).unlink()  # a part without its stats file is as missing as an absent one
+    m = mf.Manifest.open(seven_parts)  # opening (to inspect) still works
+    assert m.missing_parts() == [3, 5]
+    with pytest.raises(mf.IncompleteManifest) as error:
+        m.require_complete()
+    assert str(error.value) == (f"{seven_parts} is incomplete: parts 3, 5 of 7 missing; part 5 has no stats file "
+                                "(a stage still running or killed? re-run it, or pass --allow-partial)")
+    assert isinstance(error.value, mf.ManifestError)
+    assert mf.Manifest.open_for_work(seven_parts, allow_partial=True).parts == [0, 1, 2, 4, 6]
+    assert "parts 3, 5 of 7 missing; part 5 has no stats file; reading the 5 complete parts anyway (--allow-partial)" \
+        in caplog.text
+
+
+def test_inspect_shows_missing_parts_validate_and_retry_refuse_with_one_line(seven_parts, capsys):
+    from cli.data import main
+    from tests.conftest import assert_one_line_error, run_cli
+
+    (seven_parts / mf.part_name(6)).unlink()
+    (seven_parts / mf.stats_name(6)).unlink()
+    code, out, _ = run_cli(main, capsys, "inspect", seven_parts, "--json")
+    info = json.loads(out)
+    assert code == 0 and info["parts_missing"] == [6] and "part 6 of 7 missing" in info["incomplete"]
+    code, out, _ = run_cli(main, capsys, "inspect", seven_parts)
+    assert code == 0 and "part 6 of 7 missing" in out
+    code, out, _ = run_cli(main, capsys, "validate", seven_parts, "--no-files")
+    assert code == 1 and "part 6 of 7 missing" in out
+    code, _, err = run_cli(main, capsys, "retry", seven_parts)
+    assert "is incomplete: part 6 of 7 missing" in assert_one_line_error(code, err, "vidrd-data")
+
+
+def test_eval_video_list_refuses_an_incomplete_manifest(seven_parts):
+    from vidrd_model.eval.videos import list_videos
+
+    assert len(list_videos(seven_parts)) == 12
+    (seven_parts / mf.stats_name(2)).unlink()
+    with pytest.raises(ValueError, match=r"is incomplete: part 2 of 7 missing; part 2 has no stats file \(a stage"):
+        list_videos(seven_parts)

@@ -8,7 +8,8 @@ from PIL import Image
 from cli.data import main
 from tests.conftest import REPO
 from vidrd_data import manifest as mf
-from vidrd_data.mix.recipe import RecipeError, build, load_recipe
+from vidrd_data.mix.mix import build
+from vidrd_data.mix.recipe import load_recipe
 from vidrd_data.run.runner import run_stage
 from vidrd_io.video import write_mp4
 
@@ -98,7 +99,7 @@ def test_two_slices_merged_equal_one_local_build(corpus, tmp_path):
     build(recipe, tmp_path / "local", workers=2, progress=False)
     for i in range(2):
         assert build(recipe, tmp_path / "sliced", shard_index=i, num_shards=2, progress=False) is None
-    with pytest.raises(RecipeError, match="parts complete"):
+    with pytest.raises(mf.IncompleteManifest, match="half/sources/stills is incomplete: part 1 of 3 missing"):
         build(recipe, tmp_path / "half", shard_index=0, num_shards=2, progress=False) or build(
             recipe, tmp_path / "half", merge_only=True, progress=False)
     build(recipe, tmp_path / "sliced", merge_only=True, progress=False)
@@ -147,3 +148,21 @@ def test_a_killed_ray_worker_costs_a_retry_not_data(corpus, tmp_path, ray_cluste
     assert (tmp_path / "marker").exists()
     rows = mf.Manifest.open(tmp_path / "m").read().to_pylist()
     assert sorted(r["input_row"] for r in rows) == list(range(12))
+
+
+def test_merge_of_unfinished_slices_exits_2_naming_missing_parts_and_allow_partial_mixes_anyway(corpus, tmp_path, capsys):
+    from tests.conftest import assert_one_line_error, run_cli
+
+    recipe, build_dir = corpus / "recipe.toml", tmp_path / "b"
+    code, out, _ = run_cli(main, capsys, "build", recipe, "--out", build_dir, "--shard-index", 0, "--num-shards", 2,
+                           "--no-progress")
+    assert code == 0 and "slice 0 of 2 done" in out
+    assert sorted(p.name.split("-")[1] for p in (build_dir / "mixing").glob("*.parquet")) == [
+        "p00000", "p00000", "p00000", "p00002", "p00002"]  # stills 3 parts, again 3, ucf 1: slice 0 maps 0 and 2
+    code, _, err = run_cli(main, capsys, "build", recipe, "--out", build_dir, "--merge-only", "--no-progress")
+    line = assert_one_line_error(code, err, "vidrd-data")
+    assert "sources/stills is incomplete: part 1 of 3 missing" in line and "--allow-partial" in line
+    assert not (build_dir / "mixed").exists()
+    code, out, _ = run_cli(main, capsys, "build", recipe, "--out", build_dir, "--merge-only", "--allow-partial",
+                           "--no-progress")
+    assert code == 0 and mf.Manifest.open_for_work(build_dir / "mixed").read().num_rows > 0

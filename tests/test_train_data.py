@@ -183,3 +183,60 @@ def test_worker_processes_yield_the_same_batches_as_the_main_process(rows):
         a, b = next(inline), next(workers)
         assert a["sample_ids"] == b["sample_ids"] and a["captions"] == b["captions"]
         assert torch.equal(a["pixel_values"], b["pixel_values"])
+
+
+def _split_into_parts(manifest, out, n_parts: int):
+    """Copy a one-part manifest into `n_parts` parts (as a stage with a small shard size writes it)."""
+    import pyarrow.parquet as pq
+
+    from vidrd_data import manifest as mf
+    from vidrd_io import fs
+
+    m = mf.Manifest.open(manifest)
+    table = m.read()
+    out.mkdir()
+    meta = dict(m.meta, num_parts=n_parts, root=os.path.relpath(m.root, out))
+    fs.write_json_atomic(out / mf.MANIFEST_FILE, meta)
+    size = -(-table.num_rows // n_parts)
+    for i in range(n_parts):
+        chunk = table.slice(i * size, size)
+        pq.write_table(chunk, out / mf.part_name(i))
+        fs.write_json_atomic(out / mf.stats_name(i), mf.part_stats(chunk, chunk.num_rows, 1.0))
+    return out
+
+
+def test_read_rows_refuses_a_manifest_with_a_missing_part_naming_it_unless_allow_partial(manifest, tmp_path, caplog):
+    from vidrd_data.manifest import IncompleteManifest, stats_name
+
+    seven = _split_into_parts(manifest, tmp_path / "seven", 7)
+    full, _ = read_rows([str(seven)])
+    os.unlink(seven / stats_name(3))  # a part without its stats file is not complete
+    with pytest.raises(IncompleteManifest, match=r"seven is incomplete: part 3 of 7 missing; part 3 has no stats file"):
+        read_rows([str(seven)])
+    partial, _ = read_rows([str(seven)], allow_partial=True)
+    assert 0 < partial.num_rows < full.num_rows
+    assert "reading the 6 complete parts anyway (--allow-partial)" in caplog.text
+
+
+def test_vidrd_train_on_a_manifest_missing_one_of_7_parts_exits_2_and_trains_nothing(manifest, tmp_path, capsys,
+                                                                                     tmp_path_factory, caplog):
+    from cli.train import main
+    from tests.conftest import assert_one_line_error
+    from tests.tiny_sd import tiny_stable_diffusion
+
+    seven = _split_into_parts(manifest, tmp_path / "seven", 7)
+    os.unlink(seven / "part-00005.parquet")
+    os.unlink(seven / "part-00005.stats.json")
+    argv = ["train", "--pretrained-model", tiny_stable_diffusion(tmp_path_factory), "--manifests", seven, "--resolution", 16,
+            "--num-frames", 2, "--batch-size", 2, "--image-batch-size", 2, "--num-workers", 0, "--max-steps", 1,
+            "--checkpoint-every", 1, "--no-progress", "--no-ema", "--seed", 1]
+    code = main([str(a) for a in argv + ["--output-dir", tmp_path / "refused"]])
+    line = assert_one_line_error(code, capsys.readouterr().err, "vidrd-train")
+    assert "seven is incomplete: part 5 of 7 missing" in line and "--allow-partial" in line
+    assert not (tmp_path / "refused" / "log.csv").exists() and not list((tmp_path / "refused").glob("checkpoint*"))
+    code = main([str(a) for a in argv + ["--output-dir", tmp_path / "partial", "--allow-partial"]])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "--allow-partial" in r.getMessage()]
+    assert warning and "seven is incomplete: part 5 of 7 missing; reading the 6 complete parts anyway" in warning[0]
+    assert (tmp_path / "partial" / "log.csv").exists()

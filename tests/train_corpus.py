@@ -12,7 +12,7 @@ from PIL import Image
 from vidrd_data import manifest as mf
 from vidrd_io import fs
 from vidrd_data.stages.pseudo_video import MotionConfig, PseudoVideo, draw_motion
-from vidrd_data.mix.recipe import MIXED_FIELDS
+from vidrd_data.mix.mix import MIXED_FIELDS
 from vidrd_io.video import write_mp4
 
 FPS = 8.0

@@ -18,6 +18,7 @@ import base64
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import re
 from collections import Counter
@@ -29,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "_manifest.json"
@@ -68,6 +70,10 @@ BASE_COLUMNS = tuple(BASE_SCHEMA.names)
 
 class ManifestError(Exception):
     """The directory is not a readable manifest (missing, malformed, wrong schema version)."""
+
+
+class IncompleteManifest(ManifestError):
+    """The manifest lacks parts its `_manifest.json` promises (a stage still running, or killed)."""
 
 
 # ---------------------------------------------------------------- ids and paths
@@ -265,6 +271,12 @@ class Manifest:
         manifest._parts = manifest.complete_parts()
         return manifest
 
+    @classmethod
+    def open_for_work(cls, path: str | os.PathLike, root: str | os.PathLike | None = None,
+                      allow_partial: bool = False) -> "Manifest":
+        """Return the opened manifest, refusing an incomplete one unless `allow_partial` (see `require_complete`)."""
+        return cls.open(path, root=root).require_complete(allow_partial)
+
     def complete_parts(self) -> list[int]:
         """Return the indices of parts whose stats file exists, i.e. that were fully written."""
         indices = []
@@ -277,6 +289,38 @@ class Manifest:
     @property
     def parts(self) -> list[int]:
         return list(self._parts)
+
+    def missing_parts(self) -> list[int]:
+        """Return the indices below `num_parts` that are not complete (absent, or written without a stats file)."""
+        expected = self.meta.get("num_parts")
+        if expected is None:
+            return []
+        present = set(self._parts)
+        return [i for i in range(int(expected)) if i not in present]
+
+    def completeness(self) -> str | None:
+        """Return one line naming what is missing, or None when every promised part is complete."""
+        missing = self.missing_parts()
+        if not missing:
+            return None
+        shown = ", ".join(str(i) for i in missing[:10]) + (f" … ({len(missing)} in all)" if len(missing) > 10 else "")
+        torn = [i for i in missing if self.part_path(i).is_file()]
+        why = f"; part {torn[0]} has no stats file" if len(torn) == 1 else (
+            f"; {len(torn)} parts have no stats file" if torn else "")
+        return (f"{self.path} is incomplete: part{'s' if len(missing) > 1 else ''} {shown} of {self.meta['num_parts']} "
+                f"missing{why}")
+
+    def require_complete(self, allow_partial: bool = False,
+                         hint: str = "a stage still running or killed? re-run it, or pass --allow-partial") -> "Manifest":
+        """Return this manifest if every promised part is complete; otherwise raise `IncompleteManifest` (one
+        line ending in `hint`), or with `allow_partial` log a warning saying what is missing and return it anyway."""
+        problem = self.completeness()
+        if problem is None:
+            return self
+        if not allow_partial:
+            raise IncompleteManifest(f"{problem} ({hint})")
+        log.warning("%s; reading the %d complete parts anyway (--allow-partial)", problem, len(self._parts))
+        return self
 
     def part_path(self, index: int) -> Path:
         return self.path / part_name(index)

@@ -58,13 +58,14 @@ class DataError(Exception):
 
 
 def read_rows(
-    manifests: Sequence[str], root: str | None = None, split: str | None = "train", require_caption: bool = True
+    manifests: Sequence[str], root: str | None = None, split: str | None = "train", require_caption: bool = True,
+    allow_partial: bool = False,
 ) -> tuple[pa.Table, Counter]:
     """Returns the usable rows of `manifests` in `ROW_SCHEMA`, and the count of rows left out, by reason.
 
     Usable: `status == "ok"`, a known kind, in `split` when the manifest has a `split` column (a manifest without
     one is all training data), and, with `require_caption`, a non-empty caption. A manifest without `source_weight`
-    is one source of weight 1.
+    is one source of weight 1. A manifest with missing parts raises `IncompleteManifest` unless `allow_partial`.
     """
     tables, left_out = [], Counter()
 
@@ -74,7 +75,7 @@ def read_rows(
         return kept
 
     for index, path in enumerate(manifests):
-        manifest = Manifest.open(path, root=root)
+        manifest = Manifest.open_for_work(path, root=root, allow_partial=allow_partial)
         table = manifest.read(status="ok")
         left_out["status failed"] += sum(s["failed"] for s in manifest.stats())
         if split is not None and "split" in table.column_names:

@@ -100,7 +100,8 @@ def diffusion_loss(unet, pipe, noise_scheduler, batch: dict, device, dtype,
 
 def load_data(config: TrainConfig, num_processes: int, process_index: int):
     """Returns the training dataset and its `BatchPlan` (from step 0), and the validation dataset (or None)."""
-    rows, left_out = read_rows(config.manifests, config.root, split=config.train_split)
+    rows, left_out = read_rows(config.manifests, config.root, split=config.train_split,
+                                allow_partial=config.allow_partial)
     if rows.num_rows == 0:
         raise DataError(f"no usable training rows in {', '.join(config.manifests)} ({dict(left_out)})")
     pools = kind_pools(rows)
@@ -113,7 +114,7 @@ def load_data(config: TrainConfig, num_processes: int, process_index: int):
                             config.seed, train=True)
     counts = Counter(rows["kind"].to_pylist())
     log.info("training rows: %s; left out: %s; image batches: %.0f %%", dict(counts), dict(left_out), 100 * image_ratio)
-    val_rows, _ = read_rows(config.manifests, config.root, split=config.val_split)
+    val_rows, _ = read_rows(config.manifests, config.root, split=config.val_split, allow_partial=config.allow_partial)
     validation = None
     if config.val_split != config.train_split and val_rows.num_rows:
         validation = ManifestClips(val_rows, config.resolution, config.num_frames, config.sample_fps, 0.0,

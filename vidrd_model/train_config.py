@@ -126,6 +126,8 @@ class TrainConfig:
     # data
     manifests: list[str] = option([], "Manifest folders to train on (rows with status ok; repeat the option).")
     root: str | None = option(None, "Folder the manifests' relative media paths are under (default: their own).")
+    allow_partial: bool = option(False, "Train on a manifest with missing parts anyway (with a warning); without "
+                                        "it an incomplete manifest is refused.")
     train_split: str = option("train", "Rows of this `split` train (manifests without a split column: all rows).")
     val_split: str = option("val", "Rows of this `split` give the validation loss.")
     resolution: int = option(256, "Frames are resized (short side) and centre-cropped to this square size.")
@@ -200,6 +202,8 @@ class VaeTrainConfig:
     # data
     manifests: list[str] = option([], "Manifest folders to train on (repeat the option).")
     root: str | None = option(None, "Folder the manifests' relative media paths are under (default: their own).")
+    allow_partial: bool = option(False, "Train on a manifest with missing parts anyway (with a warning); without "
+                                        "it an incomplete manifest is refused.")
     train_split: str = option("train", "Rows of this `split` train (manifests without a split column: all rows).")
     kinds: list[str] = option(["video_clip"], "Row kinds to train on: video_clip, pseudo_video.")
     resolution: int = option(256, "Frames are resized (short side) and centre-cropped to this square size.")

@@ -99,7 +99,8 @@ def reconstruction_loss(vae, batch: dict, config: VaeTrainConfig, lpips: LPIPS |
 
 def load_clips(config: VaeTrainConfig, num_processes: int, process_index: int):
     """Returns the clips dataset (rows of `config.kinds`, captions not needed) and its `BatchPlan`."""
-    rows, left_out = read_rows(config.manifests, config.root, split=config.train_split, require_caption=False)
+    rows, left_out = read_rows(config.manifests, config.root, split=config.train_split, require_caption=False,
+                                allow_partial=config.allow_partial)
     rows = rows.filter(pc.is_in(rows["kind"], pa.array(config.kinds)))
     if rows.num_rows == 0:
         raise DataError(f"no {' or '.join(config.kinds)} rows in {', '.join(config.manifests)} ({dict(left_out)})")

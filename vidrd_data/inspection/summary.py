@@ -76,6 +76,8 @@ def summarize(m: mf.Manifest, samples: int = 3) -> dict:
         "root": m.root,
         "parts_complete": len(m.parts),
         "parts_expected": m.meta.get("num_parts"),
+        "parts_missing": m.missing_parts(),
+        "incomplete": m.completeness(),
         "rows": rows,
         "schema": [{"name": f.name, "type": str(f.type)} for f in m.schema()],
         "by_kind": dict(by_kind.most_common()),
@@ -94,8 +96,8 @@ def validate(m: mf.Manifest, check_files: bool = True) -> list[str]:
     """Return every problem found in a readable manifest (empty when it is valid)."""
     problems: list[str] = []
     expected = mf.schema_from_json(m.meta["schema"]) if "schema" in m.meta else None
-    if m.meta.get("num_parts") is not None and len(m.parts) != m.meta["num_parts"]:
-        problems.append(f"incomplete: {len(m.parts)} of {m.meta['num_parts']} parts are complete")
+    if m.completeness() is not None:
+        problems.append(m.completeness())
     seen: dict[str, int] = {}
     sources: set[str] = set()
     for i in m.parts:

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from vidrd_data import manifest as mf
@@ -18,34 +19,52 @@ def _histogram(values: np.ndarray, bins) -> dict:
 
 
 def write_report(recipe, out: Path, mixed: mf.Manifest, per_source: dict) -> dict:
-    """Summarise the mixed manifest and each source's build; write the three report files; return the JSON."""
-    table = mixed.read(columns=["source", "kind", "split", "caption", "start_time", "end_time"])
-    sources = table["source"].to_pylist()
-    kinds = table["kind"].to_pylist()
-    splits = table["split"].to_pylist()
-    durations = pc.subtract(table["end_time"], table["start_time"]).to_numpy(zero_copy_only=False)
-    durations = np.where(np.isnan(durations.astype(float)), 0.0, durations.astype(float))
-    words = pc.list_value_length(pc.ascii_split_whitespace(pc.fill_null(table["caption"], ""))).to_numpy()
-    by_source_kind = Counter(zip(sources, kinds))
-    seconds = Counter()
-    for s, d in zip(sources, durations):
-        seconds[s] += d
+    """Summarise the mixed manifest and each source's build; write the three report files; return the JSON.
+
+    The manifest is read part by part; what is kept across parts is counts, plus the positive clip
+    durations (8 bytes a clip) for their histogram.
+    """
+    by_source_kind, splits, seconds = Counter(), Counter(), Counter()
+    word_counts = np.zeros(0, np.int64)
+    positive, total_seconds, rows = [], 0.0, 0
+    for table in mixed.iter_parts(columns=["source", "kind", "split", "caption", "start_time", "end_time"]):
+        rows += table.num_rows
+        durations = pc.subtract(table["end_time"], table["start_time"]).to_numpy(zero_copy_only=False).astype(float)
+        durations = np.where(np.isnan(durations), 0.0, durations)
+        total_seconds += float(durations.sum())
+        positive.append(durations[durations > 0])
+        words = pc.list_value_length(pc.ascii_split_whitespace(pc.fill_null(table["caption"], ""))).to_numpy()
+        counts = np.bincount(words, minlength=len(word_counts))
+        counts[: len(word_counts)] += word_counts
+        word_counts = counts
+        summed = table.select(["source", "kind", "split"]).append_column("seconds", pa.array(durations))
+        for r in summed.group_by(["source", "kind"]).aggregate([([], "count_all")]).to_pylist():
+            by_source_kind[(r["source"], r["kind"])] += r["count_all"]
+        for r in summed.group_by("source").aggregate([("seconds", "sum")]).to_pylist():
+            seconds[r["source"]] += r["seconds_sum"]
+        for r in summed.group_by("split").aggregate([([], "count_all")]).to_pylist():
+            splits[r["split"]] += r["count_all"]
+    positive = np.concatenate(positive) if positive else np.zeros(0)
+    # bins 0..max+1 words (at least 3), as np.histogram over the words themselves: the last bin holds the max
+    edges = np.arange(0, max(len(word_counts) + 1, 4))
+    word_hist = np.zeros(len(edges) - 1, np.int64)
+    word_hist[: len(word_counts)] = word_counts
     report = {
         "recipe": str(recipe.path),
         "mixed_manifest": str(mixed.path),
-        "rows": table.num_rows,
-        "splits": dict(Counter(splits)),
+        "rows": rows,
+        "splits": dict(splits),
         "rows_by_source_and_kind": {f"{s}/{k}": n for (s, k), n in sorted(by_source_kind.items())},
         "hours_by_source": {s: round(seconds[s] / 3600, 4) for s in sorted(seconds)},
-        "hours_total": round(float(durations.sum()) / 3600, 4),
+        "hours_total": round(total_seconds / 3600, 4),
         "sources": per_source,
-        "caption_words_histogram": _histogram(words, bins=np.arange(0, max(int(words.max(initial=0)) + 2, 4))),
-        "clip_seconds_histogram": _histogram(durations[durations > 0], bins=10) if (durations > 0).any() else None,
+        "caption_words_histogram": {"edges": [round(float(e), 3) for e in edges], "counts": [int(c) for c in word_hist]},
+        "clip_seconds_histogram": _histogram(positive, bins=10) if positive.size else None,
     }
     out = Path(out)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     (out / "report.md").write_text(_markdown(report), encoding="utf-8")
-    _figure(report, words, durations, out / "report.png")
+    _figure(report, edges, word_hist, positive, out / "report.png")
     return report
 
 
@@ -56,15 +75,16 @@ def _markdown(r: dict) -> str:
         f"Mixed manifest: `{r['mixed_manifest']}` — **{r['rows']} rows** "
         f"({', '.join(f'{k} {v}' for k, v in sorted(r['splits'].items()))}), {r['hours_total'] * 3600:.1f} s of video.",
         "",
-        "| source | stage rows | failed | capped | duplicates | near-duplicates | in mix | hours |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| source | stage rows | failed | capped | unreadable | duplicates | near-duplicates | in mix | hours |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     in_mix = Counter()
     for key, n in r["rows_by_source_and_kind"].items():
         in_mix[key.split("/")[0]] += n
     for name, s in r["sources"].items():
         lines.append(
-            f"| {name} | {s['rows']} | {s['failed']} | {s['capped']} | {s['duplicates']} | {s.get('near_duplicates', 0)} "
+            f"| {name} | {s['rows']} | {s['failed']} | {s['capped']} | {s.get('unreadable', 0)} | {s['duplicates']} "
+            f"| {s.get('near_duplicates', 0)} "
             f"| {in_mix[name]} | {r['hours_by_source'].get(name, 0):.4g} |"
         )
     lines += ["", "| source / kind | rows |", "|---|---:|"]
@@ -79,7 +99,7 @@ def _markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _figure(r: dict, words: np.ndarray, durations: np.ndarray, path: Path) -> None:
+def _figure(r: dict, word_edges: np.ndarray, word_hist: np.ndarray, positive: np.ndarray, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,9 +112,8 @@ def _figure(r: dict, words: np.ndarray, durations: np.ndarray, path: Path) -> No
     hours = r["hours_by_source"]
     axes[0, 1].bar(list(hours), [h * 3600 for h in hours.values()], color="#55a868")
     axes[0, 1].set_title("seconds of video per source")
-    axes[1, 0].hist(words, bins=np.arange(0, max(int(words.max(initial=0)) + 2, 4)), color="#c44e52")
+    axes[1, 0].hist(word_edges[:-1], bins=word_edges, weights=word_hist, color="#c44e52")
     axes[1, 0].set_title("caption length (words)")
-    positive = durations[durations > 0]
     if positive.size:
         axes[1, 1].hist(positive, bins=10, color="#8172b2")
     axes[1, 1].set_title("clip duration (s)")

@@ -182,8 +182,7 @@ def retry_failed(out_dir: str | os.PathLike, *, workers: int = 1, progress: bool
     if inputs is None:
         raise RunnerError(f"{out_dir} has no {mf.INPUTS_FILE}: it was not written by a vidrd stage")
     shard_size = int(m.meta["shard_size"])
-    if len(m.parts) != m.meta.get("num_parts"):
-        raise RunnerError(f"{out_dir} is incomplete ({len(m.parts)}/{m.meta.get('num_parts')} parts); re-run the stage first")
+    m.require_complete(hint="a stage still running or killed? re-run it before retrying its failed rows")
     schema = pq.read_schema(m.part_path(m.parts[0])) if m.parts else None
     tasks = []
     for i, stats in zip(m.parts, m.stats()):

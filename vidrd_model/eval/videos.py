@@ -67,7 +67,7 @@ def _sidecar_prompt(video: Path) -> str | None:
 
 def _manifest_videos(path: Path) -> list[VideoRef]:
     try:
-        manifest = Manifest.open(path)
+        manifest = Manifest.open(path).require_complete(hint="a stage still running or killed? re-run it first")
     except ManifestError as exc:
         raise ValueError(f"cannot read manifest {path}: {exc}") from None
     columns = ["sample_id", "source_path", "start_time", "end_time", "caption", "label"]
