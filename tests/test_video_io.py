@@ -212,6 +212,7 @@ def test_sentinel_timestamps_fall_back_to_pyav_then_to_frame_index(tmp_path, mon
     ([0.0, np.nan, 0.2], 0.3, None, "not finite"),
     ([0.0, 0.2, 0.1], 0.3, None, "decreasing"),
     ([0.0, 0.0, 0.0], 0.0, None, "every frame at"),
+    ([0.0, 0.1, 0.2], 0.5, 0.25, None),  # headers may understate a duration
     ([0.0, 0.1, 0.2], 9.0, 0.3, "the container lasts"),
 ])
 def test_timestamp_sanity_check_names_what_is_wrong(starts, end, duration, problem):
