@@ -134,3 +134,13 @@ def test_caption_sidecar_with_nul_fails_that_image(tmp_path):
     rows = sources.image_folder(tmp_path)[0].to_pylist()
     assert rows[0][mf.INPUT_ERROR].startswith("caption file im00.txt is not valid UTF-8 (byte 0xff at offset 0)")
     assert rows[1]["caption"] == "fine" and rows[1][mf.INPUT_ERROR] is None
+
+
+def test_a_row_repeating_an_earlier_one_fails_as_its_duplicate(tmp_path):
+    (tmp_path / "t.csv").write_text('image,caption\na.png,one\na.png,two\na.png,one\nb.png,"multi\nline"\n')
+    rows = sources.caption_table(tmp_path / "t.csv", path_col="image")[0].to_pylist()
+    assert [r[mf.INPUT_ERROR] for r in rows] == [None, None, "duplicate of input row 0 (same source_path, caption)", None]
+    assert rows[3]["caption"] == "multi\nline"
+    (tmp_path / "l.csv").write_text("path,start,end\nv.mp4,0,1\nv.mp4,1,2\nv.mp4,0,1\n")
+    rows = sources.video_list(tmp_path / "l.csv")[0].to_pylist()
+    assert [r.get(mf.INPUT_ERROR) for r in rows][2].startswith("duplicate of input row 0")

@@ -82,7 +82,8 @@ def _read_csv(path: Path, delimiter: str, text_columns: tuple[str, ...]) -> pa.T
 
     table = pacsv.read_csv(
         path,
-        parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=keep_bad_line),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,  # quoted multi-line captions
+                                         invalid_row_handler=keep_bad_line),
         convert_options=pacsv.ConvertOptions(column_types={c: pa.binary() for c in text_columns}),
     )
     if not bad_lines:
@@ -214,8 +215,15 @@ def caption_table(
 ) -> tuple[pa.Table, Path]:
     """Read a table of media paths (+ captions/labels); return input rows and the root they are stored against.
 
-    Paths are taken relative to `root` when given, else relative to the table's own directory.
+    Paths are taken relative to `root` when given, else relative to the table's own directory. A row repeating an
+    earlier one (same path, caption and label) fails as its duplicate: both would be the same sample.
     """
+    table, root_path = _caption_rows(table_path, path_col=path_col, caption_col=caption_col, label_col=label_col,
+                                     root=root, source_dataset=source_dataset)
+    return _mark_duplicates(table), root_path
+
+
+def _caption_rows(table_path, *, path_col, caption_col, label_col, root, source_dataset) -> tuple[pa.Table, Path]:
     table_path = Path(table_path)
     text_cols = tuple(c for c in (path_col, caption_col, label_col) if c is not None)
     table = read_table(table_path, text_columns=text_cols)
@@ -247,6 +255,27 @@ def caption_table(
         if name not in used and name not in mf.BASE_COLUMNS:
             out = out.append_column(name, table[name])
     return out, root_path
+
+
+def _mark_duplicates(table: pa.Table) -> pa.Table:
+    """Return the table with each row that repeats an earlier one (path, caption, label, span) failed as its copy."""
+    keys = [c for c in ("source_path", "caption", "label", "start_time", "end_time") if c in table.column_names]
+    errors = table[mf.INPUT_ERROR].to_pylist() if mf.INPUT_ERROR in table.column_names else [None] * table.num_rows
+    first: dict[tuple, int] = {}
+    found = False
+    for i, key in enumerate(zip(*(table[c].to_pylist() for c in keys))):
+        if errors[i] is not None or key[0] is None:
+            continue
+        if key in first:
+            errors[i] = f"duplicate of input row {first[key]} (same {', '.join(keys)})"
+            found = True
+        else:
+            first[key] = i
+    if not found:
+        return table
+    if mf.INPUT_ERROR in table.column_names:
+        table = table.drop_columns([mf.INPUT_ERROR])
+    return table.append_column(mf.INPUT_ERROR, pa.array(errors, pa.string()))
 
 
 def _read_caption_file(path: Path) -> tuple[str | None, str | None]:
@@ -501,7 +530,7 @@ def video_list(
     original = read_table(table_path)  # caption_table drops columns named like base ones (start_time, end_time)
     columns = original.column_names
     span_cols = next(((s, e) for s, e in (("start", "end"), ("start_time", "end_time")) if s in columns or e in columns), None)
-    table, base = caption_table(
+    table, base = _caption_rows(
         table_path,
         path_col=path_col,
         caption_col="caption" if "caption" in columns else None,
@@ -510,7 +539,7 @@ def video_list(
         source_dataset=source_dataset,
     )
     if span_cols is None:
-        return table, base
+        return _mark_duplicates(table), base
     if not all(c in columns for c in span_cols):
         raise InputError(f"{table_path} has only one of the span columns {span_cols[0]!r} and {span_cols[1]!r}")
     table = table.drop_columns([c for c in span_cols if c in table.column_names])
@@ -524,7 +553,7 @@ def video_list(
         if mf.INPUT_ERROR in table.column_names:
             table = table.drop_columns([mf.INPUT_ERROR])
         table = table.append_column(mf.INPUT_ERROR, merged)
-    return table, base
+    return _mark_duplicates(table), base
 
 
 def _seconds(column: pa.ChunkedArray, name: str) -> tuple[list[float | None], list[str | None]]:

@@ -43,11 +43,17 @@ class VideoInfo:
         return d
 
 
-def _rotation_pyav(path: str) -> int:
+def open_container(path: str):
+    """Return a PyAV container open for reading; metadata that is not UTF-8 (a corrupt header's tags) is read with
+    replacement characters instead of failing the open (PyAV's default raises UnicodeDecodeError)."""
     import av
 
+    return av.open(path, metadata_errors="replace")
+
+
+def _rotation_pyav(path: str) -> int:
     try:
-        with av.open(path) as container:
+        with open_container(path) as container:
             frame = next(container.decode(video=0))
             return int(getattr(frame, "rotation", 0) or 0)
     except Exception:  # noqa: BLE001 - rotation is best-effort metadata
@@ -127,9 +133,7 @@ def _checked_timestamps(path: str, ts: np.ndarray, fps: float) -> tuple[np.ndarr
 def _pyav_frame_times(path: str) -> np.ndarray:
     """Return PyAV's frame times (seconds) in the order frames come out of the decoder (display order), unsorted:
     on some AVI files they are the packets' decode-order times, and only their order gives that away."""
-    import av
-
-    with av.open(path) as container:
+    with open_container(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         times = [np.nan if frame.pts is None else float(frame.pts * stream.time_base)
@@ -161,7 +165,7 @@ def _container_duration(path: str) -> float | None:
     import av
 
     try:
-        with av.open(path) as container:
+        with open_container(path) as container:
             if container.duration and container.duration > 0:
                 return container.duration / av.time_base
             stream = container.streams.video[0] if container.streams.video else None
@@ -174,10 +178,8 @@ def _container_duration(path: str) -> float | None:
 
 def _read_frames_by_index(path: str, indices: np.ndarray, rotation: int) -> np.ndarray:
     """Return frames by their position in decode output order (PyAV), for files whose timestamps are unusable."""
-    import av
-
     wanted, frames, decoded = set(indices.tolist()), {}, 0
-    with av.open(path) as container:
+    with open_container(path) as container:
         for decoded, frame in enumerate(container.decode(video=0), start=1):
             if decoded - 1 in wanted:
                 frames[decoded - 1] = _rotate(frame.to_ndarray(format="rgb24"), rotation)
@@ -206,14 +208,12 @@ class ForwardReader:
     """
 
     def __init__(self, path: str, starts: np.ndarray, keyframes):
-        import av
-
         self.origin = float(starts[0])
         self.path, self.starts = path, starts - self.origin  # seconds from the first frame, as PyAV's are counted
         self.keyframes = np.asarray(sorted(set(keyframes) | {0}), dtype=int)
         diffs = np.diff(starts)
         self.tolerance = float(diffs[diffs > 0].min()) / 2 if (diffs > 0).any() else 1e-3
-        self.container = av.open(path)
+        self.container = open_container(path)
         self.stream = self.container.streams.video[0]
         self.stream.codec_context.thread_count = 1  # the caller parallelizes over videos
         self.position = -1  # index of the last frame decoded
@@ -293,9 +293,7 @@ def _probe_decord(path: str) -> VideoInfo:
 
 
 def _probe_pyav(path: str) -> VideoInfo:
-    import av
-
-    with av.open(path) as container:
+    with open_container(path) as container:
         if not container.streams.video:
             raise VideoError("no video stream")
         stream = container.streams.video[0]
@@ -360,11 +358,9 @@ def read_frames(path: str | os.PathLike, times: list[float] | np.ndarray) -> np.
 
 
 def _read_frames_pyav(path: str, times: np.ndarray) -> np.ndarray:
-    import av
-
     order = np.argsort(times)
     out: list[np.ndarray | None] = [None] * len(times)
-    with av.open(path) as container:
+    with open_container(path) as container:
         stream = container.streams.video[0]
         first = last = None
         k = 0

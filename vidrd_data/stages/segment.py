@@ -45,7 +45,7 @@ from vidrd_data import sources
 from vidrd_data.manifest import make_sample_id
 from vidrd_data.run.stage import Stage, StageJob
 from vidrd_data.sources import InputError
-from vidrd_io.video import VIDEO_EXTENSIONS, VideoError, VideoInfo, probe, read_frames
+from vidrd_io.video import VIDEO_EXTENSIONS, VideoError, VideoInfo, open_container, probe, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ class FrameSampler:
         from av.video.reformatter import VideoReformatter
 
         reformatter = VideoReformatter()  # one scaler for the whole video: building one per frame costs more
-        with av.open(path) as container:
+        with open_container(path) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             stream.codec_context.options = {"skip_loop_filter": "all"}
@@ -828,7 +828,7 @@ def _why_unreadable(path: str, error: Exception) -> str:
     import av
 
     try:
-        with av.open(path) as container:
+        with open_container(path) as container:
             stream = container.streams.video[0]
             announced, decoded = stream.frames, 0
             try:
