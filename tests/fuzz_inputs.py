@@ -219,10 +219,10 @@ def _rotate_tkhd(data: bytes) -> bytes:
 
 
 def _scene_frames(n: int, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """n frames of two still, smooth scenes (a cut halfway): content every codec keeps and the segmenter keeps."""
-    scenes = [np.asarray(Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC))
-              for _ in range(2)]
-    return np.stack([scenes[i >= n // 2] for i in range(n)])
+    """n frames of two still scenes, the second the first's negative (a cut halfway, far apart for any embedder):
+    content every codec keeps and every stage's rules keep (each shot longer than segment's minimum)."""
+    scene = np.asarray(Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC))
+    return np.stack([255 - scene if i >= n // 2 else scene for i in range(n)])
 
 
 def _mutated_videos(demo: Path, folder: Path, rng: random.Random, scale: int, shared: bool) -> dict[str, str]:
@@ -231,7 +231,7 @@ def _mutated_videos(demo: Path, folder: Path, rng: random.Random, scale: int, sh
     real = [SHARED_VIDEOS / "counter.mp4"] if shared and (SHARED_VIDEOS / "counter.mp4").is_file() else []
     for k, src in enumerate(sources[:2] + sources[-1:] + real):
         shutil.copy(src, folder / f"good{k}.mp4")
-        made[f"good{k}.mp4"] = "real mp4, unchanged"
+        made[f"good{k}.mp4"] = "real mp4, unchanged" if src in sources else f"real clip {src.name} from ../shared"
     for k in range(2 * scale):
         data = rng.choice(sources + real).read_bytes()
         (folder / f"trunc{k}.mp4").write_bytes(_truncate(data, rng))
@@ -249,9 +249,8 @@ def _mutated_videos(demo: Path, folder: Path, rng: random.Random, scale: int, sh
     _audio_only(folder / "audio_only.mp4")
     made["audio_only.mp4"] = "mp4 with an audio stream only"
     nrng = np.random.default_rng(rng.randrange(2**32))
-    frames = _scene_frames(24, 96, 128, nrng)
-    times = [0.0, 0.1, 0.15, 0.2, 0.6, 0.65, 0.7, 1.3, 1.35, 1.4, 1.45, 1.5, 2.2, 2.25, 2.3, 2.35, 2.4, 2.45, 2.5,
-             2.6, 2.7, 2.9, 3.0, 3.4]
+    frames = _scene_frames(40, 96, 128, nrng)  # 5 s at 8 fps
+    times = sorted(nrng.choice(np.arange(0, 6, 0.05), size=40, replace=False).round(2).tolist())  # 20 fps to 1 fps
     _encode(folder / "vfr.mp4", frames, "libx264", "yuv420p", times=times)
     made["vfr.mp4"] = "variable frame rate"
     _encode(folder / "plain.mp4", frames, "libx264", "yuv420p")

@@ -134,7 +134,7 @@ def _json_column(values: list) -> pa.Array:
                         pa.binary())
     try:
         return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed types; integers past 64 bits
         return pa.array([None if v is None else _json_text(v) for v in values], pa.string())
 
 
