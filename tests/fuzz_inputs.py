@@ -10,9 +10,12 @@ duplicate and missing paths. The same seed writes the same bytes, so a failure r
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -23,7 +26,8 @@ from PIL import Image
 
 from vidrd_demo.corpus import write_demo_corpus
 
-SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_VIDEOS = REPO.parent / "shared" / "data" / "videos"
 
 
 @dataclass
@@ -309,3 +313,27 @@ def write_fuzz_corpus(root: Path, seed: int = 0, scale: int = 1, shared: bool = 
     images_table, image_cases = _images_table(images, _mutated_images(demo, images, rng, scale), rng)
     videos_table, video_cases = _videos_table(videos, _mutated_videos(demo, videos, rng, scale, shared), rng)
     return FuzzCorpus(root, demo, images_table, videos_table, image_cases, video_cases)
+
+
+def stage_commands(corpus) -> dict[str, tuple[list[str], bool]]:
+    """Stage name → (its CLI arguments after the stage name and --out, whether it is a clip stage)."""
+    images, videos = str(corpus.images_table), str(corpus.videos_table)
+    blip2 = str(corpus.demo / "models" / "blip2")
+    return {
+        "images": ([images], False),
+        "pseudo-video": ([images, "--size", "64", "--frames", "4"], False),
+        "videos": ([videos], False),
+        "caption": ([videos, "--blip2", blip2, "--beams", "1", "--max-new-tokens", "3", "--device", "cpu",
+                     "--decode-in", "threads", "--decode-workers", "1", "--batch-size", "8"], True),
+        "segment": ([videos, "--embedder", "histogram", "--device", "cpu"], True),
+    }
+
+
+def run_stage_cli(stage: str, args: list[str], out: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `vidrd-data STAGE ARGS --out OUT` in a child process (one worker, one torch thread: OMP_NUM_THREADS)."""
+    code = "import sys; from cli.data import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    argv = [stage, *args, "--out", str(out), "--workers", "1", "--no-progress"]
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=timeout)

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cli.data import main
-from tests.conftest import REPO, assert_one_line_error, run_cli
-from tests.fuzz_inputs import write_fuzz_corpus
+from tests.conftest import assert_one_line_error, run_cli
+from tests.fuzz_inputs import run_stage_cli, stage_commands, write_fuzz_corpus
 from vidrd_data import manifest as mf
 from vidrd_data import sources
 
@@ -46,30 +45,6 @@ BROKEN_VIDEOS = {"zero-length", "mp4 with an audio stream only", "missing file",
 BROKEN_SPANS = {"NaN span", "infinite end", "negative start", "start after end", "span past the end", "text span"}
 
 
-def stage_commands(corpus) -> dict[str, tuple[list[str], bool]]:
-    """Stage name → (its CLI arguments after the stage name and --out, whether it is a clip stage)."""
-    images, videos = str(corpus.images_table), str(corpus.videos_table)
-    blip2 = str(corpus.demo / "models" / "blip2")
-    return {
-        "images": ([images], False),
-        "pseudo-video": ([images, "--size", "64", "--frames", "4"], False),
-        "videos": ([videos], False),
-        "caption": ([videos, "--blip2", blip2, "--beams", "1", "--max-new-tokens", "3", "--device", "cpu",
-                     "--decode-in", "threads", "--decode-workers", "1", "--batch-size", "8"], True),
-        "segment": ([videos, "--embedder", "histogram", "--device", "cpu"], True),
-    }
-
-
-def run_stage_cli(stage: str, args: list[str], out: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `vidrd-data STAGE ARGS --out OUT` in a child process (one worker, one torch thread: OMP_NUM_THREADS)."""
-    code = "import sys; from cli.data import main; sys.exit(main(sys.argv[1:]))"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1"}
-    argv = [stage, *args, "--out", str(out), "--workers", "1", "--no-progress"]
-    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=timeout)
-
-
 def accounted(out: Path, clip_stage: bool) -> dict[int, list[dict]]:
     """Assert every input row of a finished run ended as its rows (see the module docstring); return them by input."""
     inputs = pq.read_table(out / mf.INPUTS_FILE).to_pylist()
@@ -78,11 +53,11 @@ def accounted(out: Path, clip_stage: bool) -> dict[int, list[dict]]:
     for row in rows:
         by_input[row["input_row"]].append(row)
     assert sorted(by_input) == list(range(len(inputs))), "input rows without output rows, or output rows of none"
-    for i, given in enumerate(inputs):
+    for i, source_row in enumerate(inputs):
         produced = by_input[i]
         assert len(produced) == 1 or (clip_stage and produced), (i, produced)
         for row in produced:
-            assert row["source_path"] == given["source_path"], (given, row)
+            assert row["source_path"] == source_row["source_path"], (source_row, row)
             assert row["status"] in mf.STATUSES, row
             assert row["status"] == "ok" or row["error"], f"failed row without a reason: {row}"
     return by_input
@@ -162,9 +137,6 @@ def test_unusable_table_is_one_line_and_exit_2_for_every_stage(stage, case, tmp_
 
 
 # ---------------------------------------------------------------- tables and spans, generated
-
-hypothesis = pytest.importorskip("hypothesis", reason="hypothesis (the test extra) is not installed")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 CELLS = st.one_of(
     st.binary(max_size=40),

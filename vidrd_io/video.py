@@ -83,8 +83,7 @@ def _open_decord(path: str, rotation: bool, reader: str = "decord"):
     if first.ndim != 4 or first.shape[-1] != 3:  # seen on tiny widths: RGBA-sized buffers that cannot be read
         raise VideoError(f"decord returned frames of shape {first.shape}")
     h, w = first.shape[1:3]
-    info = VideoInfo(end, n, fps, int(w), int(h), _rotation_pyav(path) if rotation or reader == "pyav" else 0,
-                     "decord", starts, source)
+    info = VideoInfo(end, n, fps, int(w), int(h), _rotation_pyav(path) if rotation else 0, "decord", starts, source)
 
     def read(times) -> np.ndarray:
         shown = _shown(starts, times)
