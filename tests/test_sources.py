@@ -144,3 +144,27 @@ def test_a_row_repeating_an_earlier_one_fails_as_its_duplicate(tmp_path):
     (tmp_path / "l.csv").write_text("path,start,end\nv.mp4,0,1\nv.mp4,1,2\nv.mp4,0,1\n")
     rows = sources.video_list(tmp_path / "l.csv")[0].to_pylist()
     assert [r.get(mf.INPUT_ERROR) for r in rows][2].startswith("duplicate of input row 0")
+
+
+def test_webdataset_caption_that_is_not_text_fails_that_sample(tmp_path):
+    import io
+    import tarfile
+
+    members = {"a.jpg": b"x", "a.txt": "caf\u00e9".encode("latin-1"), "b.jpg": b"x", "b.json": b"[1, 2]",
+               "c.jpg": b"x", "c.json": b'{"caption": {"nested": 1}}', "d.jpg": b"x", "d.txt": b"fine"}
+    with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    rows = sources.webdataset_shards(str(tmp_path / "00000.tar"))[0].to_pylist()
+    errors = {r["key"]: r[mf.INPUT_ERROR] for r in rows}
+    assert errors["a"].startswith("caption of a is not valid UTF-8") and errors["b"].startswith("caption of b is not")
+    assert errors["c"] == "caption of c in its .json is a dict, not text" and errors["d"] is None
+    assert [r["caption"] for r in rows if r["key"] == "d"] == ["fine"]
+
+
+def test_utf8_bom_jsonl_reads_its_first_line(tmp_path):
+    (tmp_path / "t.jsonl").write_bytes(b'\xef\xbb\xbf{"image": "a.png", "caption": "hi"}\n')
+    rows = sources.caption_table(tmp_path / "t.jsonl", path_col="image")[0].to_pylist()
+    assert rows == [{"source_path": "a.png", "source_dataset": "t", "caption": "hi", "caption_source": "original"}]

@@ -102,6 +102,7 @@ def _read_jsonl(path: Path) -> pa.Table:
     a JSON object becomes a row with its reason in `mf.INPUT_ERROR`.
     """
     data = path.read_bytes()
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # a UTF-8 byte-order mark is UTF-8: dropped
     try:
         data.decode("utf-8")
         return pajson.read_json(io.BytesIO(data))
