@@ -168,3 +168,13 @@ def test_utf8_bom_jsonl_reads_its_first_line(tmp_path):
     (tmp_path / "t.jsonl").write_bytes(b'\xef\xbb\xbf{"image": "a.png", "caption": "hi"}\n')
     rows = sources.caption_table(tmp_path / "t.jsonl", path_col="image")[0].to_pylist()
     assert rows == [{"source_path": "a.png", "source_dataset": "t", "caption": "hi", "caption_source": "original"}]
+
+
+def test_parquet_string_column_holding_invalid_utf8_fails_that_row(tmp_path):
+    # a careless writer can store bytes that are not UTF-8 in a string column; pyarrow reads them back unchecked
+    offsets = pa.py_buffer(np.array([0, 2, 4], dtype=np.int32).tobytes())
+    captions = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"ok\xe9x")])
+    pq.write_table(pa.table({"image": ["a.png", "b.png"], "caption": captions}), tmp_path / "t.parquet")
+    rows = sources.caption_table(tmp_path / "t.parquet", path_col="image")[0].to_pylist()
+    assert rows[0]["caption"] == "ok" and rows[0][mf.INPUT_ERROR] is None
+    assert rows[1][mf.INPUT_ERROR] == "caption is not valid UTF-8 (byte 0xe9 at offset 0)"

@@ -155,6 +155,8 @@ def text_values(column: pa.ChunkedArray, what: str) -> tuple[list[str | None], l
     fails the row too. Numbers are written out (a label column of class numbers); nested values end the read.
     """
     kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):  # a Parquet writer may not have checked UTF-8
+        column, kind = pc.cast(column, pa.large_binary()), pa.large_binary()
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
         values, errors = [], []
         for raw in column.to_pylist():
@@ -167,11 +169,10 @@ def text_values(column: pa.ChunkedArray, what: str) -> tuple[list[str | None], l
             values.append(text)
             errors.append(_text_problem(text, what))
     else:
-        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-            try:
-                column = pc.cast(column, pa.string())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                raise InputError(f"the {what} column holds {kind} values, not text") from None
+        try:
+            column = pc.cast(column, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise InputError(f"the {what} column holds {kind} values, not text") from None
         values = column.to_pylist()
         errors = [_text_problem(v, what) for v in values]
     return [None if e else v for v, e in zip(values, errors)], errors
