@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -12,8 +13,11 @@ def run_app(
 ) -> int:
     """Run `app`; a usage error or one of `user_errors` prints `prog: problem` and returns 2, anything else one
     line and 1. `--debug` anywhere on the command line shows the traceback instead."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    argv, debug = _take_debug(list(sys.argv[1:] if argv is None else argv))
+    if debug and _declares_debug(app):
+        argv.insert(0, "--debug")  # where the app's own option is read (its callback's or its one command's)
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
 
     def error(message: str) -> None:
         print(f"{prog}: {message}", file=sys.stderr, flush=True)
@@ -41,3 +45,15 @@ def run_app(
             raise
         error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
         return 1
+
+
+def _take_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """Return argv without `--debug` (anywhere before a `--`) and whether it was there."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [a for a in argv[:end] if a != "--debug"] + argv[end:]
+    return kept, len(kept) != len(argv)
+
+
+def _declares_debug(app: typer.Typer) -> bool:
+    """Whether the app's root (its callback, or its one command) has a `--debug` option of its own."""
+    return any("--debug" in getattr(p, "opts", ()) for p in typer.main.get_command(app).params)

@@ -128,3 +128,130 @@ def test_forward_reader_matches_decord_on_real_videos(name):
     assert (forward_info.width, forward_info.height) == (info.width, info.height)
     times = [info.duration / 2, 0.3, info.duration * 0.9, info.duration / 2]
     assert np.array_equal(forward_read(times), decord_read(times))
+
+
+# ---------------------------------------------------------------- timestamps decord gets wrong
+
+NO_TIMESTAMP = -3.074457505963704e17  # FFmpeg's AV_NOPTS_VALUE after decord divides it by the frame rate
+
+
+def _write_h264_avi(path, n=60, fps=30, size=(48, 64), bframes=2, grey=lambda i: 4 * i):
+    """Write an H.264 AVI whose frame i is grey level `grey(i)`: a file decord gives no timestamps for."""
+    import av
+
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"bf": str(bframes)}
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((*size, 3), grey(i), np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def _decord_timestamps(path):
+    import decord
+
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    return reader.get_frame_timestamp(range(len(reader)))
+
+
+@pytest.mark.parametrize("bframes, clock", [(0, "pyav"), (2, "index")])
+def test_h264_avi_with_bogus_decord_timestamps_probes_on_a_sane_clock(tmp_path, bframes, clock):
+    # eva-decord 0.6 gives FFmpeg's "no timestamp" for every frame of these files; with B-frames PyAV's frame times
+    # are the packets' (decode order, out of display order), so only the frame index / rate is left
+    path = _write_h264_avi(tmp_path / "v.avi", bframes=bframes)
+    assert (_decord_timestamps(path)[:, 0] < -1e9).all(), "decord gave timestamps: no longer exercises the fallback"
+    info = video_io.probe(path)
+    assert info.timestamp_source == clock
+    assert (info.num_frames, info.fps, info.width, info.height) == (60, 30.0, 64, 48)
+    assert info.duration == pytest.approx(2.0, abs=1e-3)
+    assert np.allclose(info.timestamps, np.arange(60) / 30, atol=1e-3)
+    for reader in ("decord", "pyav"):
+        _, read = video_io.open_video(path, reader=reader)
+        grey = read([0.0, 1.0, 1.99, 0.5]).mean(axis=(1, 2, 3))
+        assert np.allclose(grey, [0, 120, 236, 60], atol=2), (reader, grey)
+
+
+def _sentinel_timestamps(monkeypatch):
+    import decord
+
+    real = decord.VideoReader.get_frame_timestamp
+
+    def sentinel(self, indices):
+        ts = real(self, indices)
+        return np.full_like(ts, NO_TIMESTAMP)
+
+    monkeypatch.setattr(decord.VideoReader, "get_frame_timestamp", sentinel)
+
+
+def test_sentinel_timestamps_fall_back_to_pyav_then_to_frame_index(tmp_path, monkeypatch):
+    frames = np.repeat(np.arange(0, 240, 8, dtype=np.uint8)[:, None, None, None], 48, axis=1)
+    frames = np.repeat(np.repeat(frames, 64, axis=2), 3, axis=3)
+    video_io.write_mp4(tmp_path / "v.mp4", frames, fps=10)
+    _sentinel_timestamps(monkeypatch)
+    info = video_io.probe(tmp_path / "v.mp4")
+    assert info.timestamp_source == "pyav" and info.duration == pytest.approx(3.0, abs=1e-3)
+    assert np.allclose(info.timestamps, np.arange(30) / 10, atol=1e-3)
+
+    def no_pyav(path):
+        raise video_io.VideoError("PyAV is broken here too")
+
+    monkeypatch.setattr(video_io, "_pyav_frame_times", no_pyav)
+    info, read = video_io.open_video(tmp_path / "v.mp4", reader="pyav")
+    assert info.timestamp_source == "index" and info.duration == pytest.approx(3.0)
+    assert np.allclose(info.timestamps, np.arange(30) / 10)
+    assert np.allclose(read([0.0, 1.55, 2.9]).mean(axis=(1, 2, 3)), [0, 120, 232], atol=3)
+
+
+@pytest.mark.parametrize("starts, end, duration, problem", [
+    ([0.0, 0.1, 0.2], 0.3, 0.3, None),
+    ([NO_TIMESTAMP] * 3, NO_TIMESTAMP, 0.3, "the first frame starts at"),
+    ([0.0, np.nan, 0.2], 0.3, None, "not finite"),
+    ([0.0, 0.2, 0.1], 0.3, None, "decreasing"),
+    ([0.0, 0.0, 0.0], 0.0, None, "every frame at"),
+    ([0.0, 0.1, 0.2], 0.5, 0.25, None),  # headers may understate a duration
+    ([0.0, 0.1, 0.2], 9.0, 0.3, "the container lasts"),
+])
+def test_timestamp_sanity_check_names_what_is_wrong(starts, end, duration, problem):
+    found = video_io._timestamp_problem(np.asarray(starts), end, duration, fps=10.0)
+    assert found is None if problem is None else problem in found
+
+
+@pytest.mark.parametrize("bframes, clock", [(0, "pyav"), (2, "index")])
+def test_video_stages_succeed_on_the_avi_and_record_the_clock(tmp_path, bframes, clock):
+    from vidrd_data.stages.segment import prepare as prepare_segment
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    _write_h264_avi(folder / "v.avi", bframes=bframes, grey=lambda i: 40 if i < 30 else 200)  # a cut at 1 s
+    table, base = sources.video_folder(folder)
+    run_stage("videos", {}, table, tmp_path / "index", root=base, input_desc=["videos"], workers=1, progress=False)
+    [row] = mf.Manifest.open(tmp_path / "index").read().to_pylist()
+    assert row["status"] == "ok" and row["timestamps"] == clock and row["end_time"] == pytest.approx(2.0, abs=1e-3)
+    job = prepare_segment(str(folder), embedder="histogram", device="cpu")
+    run_stage(job.stage, job.params, job.inputs, tmp_path / "seg", root=job.root, input_desc=job.input_desc, workers=1,
+              progress=False)
+    rows = mf.Manifest.open(tmp_path / "seg").read().to_pylist()
+    assert rows and all(r["status"] == "ok" and r["segmentation"]["timestamps"] == clock for r in rows), rows
+    assert [t for r in rows for t in (r["start_time"], r["end_time"])] == pytest.approx([0, 1, 1, 2], abs=1e-3)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_caption_stage_captions_the_avi_on_its_fallback_clock(tmp_path):
+    from vidrd_data.stages.caption import prepare as prepare_caption
+    from vidrd_demo.models import write_tiny_blip2
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    _write_h264_avi(folder / "v.avi", n=45, bframes=2)
+    blip2 = write_tiny_blip2(tmp_path / "blip2")
+    job = prepare_caption(str(folder), blip2=str(blip2), device="cpu", beams=1, max_new_tokens=3, decode_in="threads")
+    run_stage(job.stage, job.params, job.inputs, tmp_path / "cap", root=job.root, input_desc=job.input_desc,
+              workers=1, progress=False)
+    [row] = mf.Manifest.open(tmp_path / "cap").read().to_pylist()
+    assert row["status"] == "ok", row["error"]
+    assert row["captioning"]["timestamps"] == "index" and row["end_time"] == pytest.approx(1.5, abs=1e-3)
+    assert row["captioning"]["frame_times"] == pytest.approx([22 / 30], abs=1e-3)  # the middle frame

@@ -330,7 +330,10 @@ class Manifest:
 
     def schema(self) -> pa.Schema:
         if self._parts:
-            return pq.read_schema(self.part_path(self._parts[0]))
+            try:
+                return pq.read_schema(self.part_path(self._parts[0]))
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise ManifestError(f"{self.part_path(self._parts[0])} is not readable Parquet: {exc}") from None
         return schema_from_json(self.meta["schema"])
 
     def read(self, columns: list[str] | None = None, status: str | None = None) -> pa.Table:
@@ -345,7 +348,10 @@ class Manifest:
         if status is not None and columns is not None and "status" not in columns:
             read_cols = [*columns, "status"]
         for i in self._parts:
-            table = pq.read_table(self.part_path(i), columns=read_cols)
+            try:
+                table = pq.read_table(self.part_path(i), columns=read_cols)
+            except (pa.ArrowInvalid, OSError) as exc:  # a complete part that is not Parquet: corrupt on disk
+                raise ManifestError(f"{self.part_path(i)} is not readable Parquet: {str(exc).splitlines()[0]}") from None
             if status is not None:
                 table = table.filter(pc.equal(table.column("status"), status))
                 if columns is not None:

@@ -8,6 +8,9 @@ kept: the stage turns them into `failed` rows with a reason rather than dropping
 
 from __future__ import annotations
 
+import io
+import json
+import math
 import os
 import re
 from pathlib import Path
@@ -22,34 +25,172 @@ from vidrd_data import manifest as mf
 from vidrd_io.video import VIDEO_EXTENSIONS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+# A caption, path or label longer than this fails its row rather than being cut short (a cut caption is a silent
+# change; CLIP reads 77 tokens and no real path is this long): such a value is a mangled table, not a caption.
+MAX_TEXT_CHARS = 10_000
 
 
 class InputError(Exception):
     """The input cannot be read at all (missing file, unknown format, missing column)."""
 
 
-def read_table(path: str | os.PathLike) -> pa.Table:
-    """Read a CSV, TSV, JSONL or Parquet table (by extension)."""
+def read_table(path: str | os.PathLike, text_columns: tuple[str, ...] = ()) -> pa.Table:
+    """Return a CSV, TSV, JSONL or Parquet table (by extension); unreadable rows come back as rows with `_input_error`.
+
+    `text_columns` are read as raw bytes from CSV/TSV (no type guessing: a caption `007` stays `007`), for
+    `text_values` to decode strictly. A CSV line with the wrong number of fields and a JSONL line that is not a
+    JSON object become rows carrying why in `mf.INPUT_ERROR`, so they fail instead of ending the read.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input table not found: {path}")
     suffix = path.suffix.lower()
     try:
-        if suffix == ".csv":
-            return pacsv.read_csv(path)
-        if suffix == ".tsv":
-            return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter="\t"))
-        if suffix in (".jsonl", ".json", ".ndjson"):
-            return pajson.read_json(path)
-        if suffix in (".parquet", ".pq"):
-            return pq.read_table(path)
+        if suffix in (".csv", ".tsv"):
+            _refuse_utf16(path)
+            table = _read_csv(path, "\t" if suffix == ".tsv" else ",", text_columns)
+        elif suffix in (".jsonl", ".json", ".ndjson"):
+            _refuse_utf16(path)
+            table = _read_jsonl(path)
+        elif suffix in (".parquet", ".pq"):
+            table = pq.read_table(path)
+        else:
+            raise InputError(f"unknown table format {suffix!r} for {path} (use .csv, .tsv, .jsonl or .parquet)")
+        table.column_names  # noqa: B018 - pyarrow decodes column names when first asked: a bad one raises here
+        return table
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot read {path}: its header is not valid UTF-8 (byte at offset {exc.start})") from None
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-    raise InputError(f"unknown table format {suffix!r} for {path} (use .csv, .tsv, .jsonl or .parquet)")
 
 
-def _as_string(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
+def _refuse_utf16(path: Path) -> None:
+    """Raise InputError for a text table with a UTF-16/32 byte-order mark: it is read as UTF-8 only, never guessed."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+        raise InputError(f"{path} is UTF-16/UTF-32 text (it starts with that byte-order mark); save it as UTF-8")
+
+
+def _read_csv(path: Path, delimiter: str, text_columns: tuple[str, ...]) -> pa.Table:
+    bad_lines: list[str] = []
+
+    def keep_bad_line(row) -> str:  # pyarrow's hook: the line is skipped there and comes back as a failed row here
+        bad_lines.append(f"line has {row.actual_columns} fields, the header {row.expected_columns}: "
+                         f"{row.text[:80]!r}")
+        return "skip"
+
+    table = pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,  # quoted multi-line captions
+                                         invalid_row_handler=keep_bad_line),
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.binary() for c in text_columns}),
+    )
+    if not bad_lines:
+        return table
+    filler = pa.table({name: pa.nulls(len(bad_lines), table.schema.field(name).type) for name in table.column_names})
+    errors = [None] * table.num_rows + bad_lines
+    return pa.concat_tables([table, filler]).append_column(mf.INPUT_ERROR, pa.array(errors, pa.string()))
+
+
+def _read_jsonl(path: Path) -> pa.Table:
+    """Return a JSON Lines table; pyarrow's reader when the file is clean UTF-8 JSON, else line by line.
+
+    pyarrow's JSON reader replaces invalid UTF-8 with U+FFFD and fails the whole file on one bad line, so a file
+    it cannot take whole is parsed here line by line (json, surrogateescape): a string with bytes that are not
+    UTF-8 keeps them (its column is then read as bytes and that row fails in `text_values`), a line that is not
+    a JSON object becomes a row with its reason in `mf.INPUT_ERROR`.
+    """
+    data = path.read_bytes()
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data  # a UTF-8 byte-order mark is UTF-8: dropped
+    try:
+        data.decode("utf-8")
+        return pajson.read_json(io.BytesIO(data))
+    except (UnicodeDecodeError, pa.ArrowInvalid):
+        pass
+    objects, errors = [], []
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line.decode("utf-8", "surrogateescape"))
+            error = None if isinstance(obj, dict) else f"line {number} is a JSON {type(obj).__name__}, not an object"
+        except ValueError as exc:
+            obj, error = None, f"line {number} is not JSON ({exc})"
+        objects.append(obj if error is None else {})
+        errors.append(error)
+    if all(errors):
+        raise InputError(f"cannot read {path}: no line is a JSON object (JSON Lines: one object per line)")
+    names = list(dict.fromkeys(k for obj in objects for k in obj))
+    columns = {name: _json_column([obj.get(name) for obj in objects]) for name in names}
+    if any(errors):
+        columns[mf.INPUT_ERROR] = pa.array(errors, pa.string())
+    return pa.table(columns)
+
+
+def _json_column(values: list) -> pa.Array:
+    """Return one column of JSON values: strings holding undecodable bytes make it a bytes column; mixed types text."""
+    if any(isinstance(v, str) and _has_raw_bytes(v) for v in values):
+        return pa.array([None if v is None else _json_text(v).encode("utf-8", "surrogateescape") for v in values],
+                        pa.binary())
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed types; integers past 64 bits
+        return pa.array([None if v is None else _json_text(v) for v in values], pa.string())
+
+
+def _json_text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _has_raw_bytes(text: str) -> bool:
+    return any("\udc80" <= c <= "\udcff" for c in text)
+
+
+def text_values(column: pa.ChunkedArray, what: str) -> tuple[list[str | None], list[str | None]]:
+    """Return a column's values as text and, per row, why a value cannot be used (None where it can).
+
+    Bytes are decoded strictly as UTF-8: a value that is not (latin-1, cp1252, UTF-16 text) is not guessed at, its
+    row fails with the first bad byte and its offset. A NUL character or more than `MAX_TEXT_CHARS` characters
+    fails the row too. Numbers are written out (a label column of class numbers); nested values end the read.
+    """
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):  # a Parquet writer may not have checked UTF-8
+        column, kind = pc.cast(column, pa.large_binary()), pa.large_binary()
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+        values, errors = [], []
+        for raw in column.to_pylist():
+            try:
+                text = None if raw is None else raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                values.append(None)
+                errors.append(f"{what} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
+                continue
+            values.append(text)
+            errors.append(_text_problem(text, what))
+    else:
+        try:
+            column = pc.cast(column, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise InputError(f"the {what} column holds {kind} values, not text") from None
+        values = column.to_pylist()
+        errors = [_text_problem(v, what) for v in values]
+    return [None if e else v for v, e in zip(values, errors)], errors
+
+
+def _text_problem(text: str | None, what: str) -> str | None:
+    if text is None:
+        return None
+    if "\x00" in text:
+        return f"{what} contains a NUL character (offset {text.index(chr(0))}): binary or UTF-16 text?"
+    if len(text) > MAX_TEXT_CHARS:
+        return f"{what} is {len(text)} characters long (limit {MAX_TEXT_CHARS})"
+    return None
+
+
+def _first_errors(*columns: list[str | None]) -> list[str | None]:
+    """Return, per row, the first error of several columns of errors (None where none has one)."""
+    return [next((e for e in row if e), None) for row in zip(*columns)]
 
 
 def _store_paths(paths: list[str | None], base: Path, root: Path) -> list[str | None]:
@@ -76,38 +217,78 @@ def caption_table(
 ) -> tuple[pa.Table, Path]:
     """Read a table of media paths (+ captions/labels); return input rows and the root they are stored against.
 
-    Paths are taken relative to `root` when given, else relative to the table's own directory.
+    Paths are taken relative to `root` when given, else relative to the table's own directory. A row repeating an
+    earlier one (same path, caption and label) fails as its duplicate: both would be the same sample.
     """
+    table, root_path = _caption_rows(table_path, path_col=path_col, caption_col=caption_col, label_col=label_col,
+                                     root=root, source_dataset=source_dataset)
+    return _mark_duplicates(table), root_path
+
+
+def _caption_rows(table_path, *, path_col, caption_col, label_col, root, source_dataset) -> tuple[pa.Table, Path]:
     table_path = Path(table_path)
-    table = read_table(table_path)
-    for col in (path_col, caption_col, label_col):
-        if col is not None and col not in table.column_names:
-            raise InputError(f"{table_path} has no column {col!r} (columns: {', '.join(table.column_names)})")
+    text_cols = tuple(c for c in (path_col, caption_col, label_col) if c is not None)
+    table = read_table(table_path, text_columns=text_cols)
+    for col in text_cols:
+        if col not in table.column_names:
+            names = ", ".join(repr(n)[:40] for n in table.column_names[:20])
+            raise InputError(f"{table_path} has no column {col!r} (columns: {names})")
+    if table.num_rows == 0:
+        raise InputError(f"{table_path} has no rows")
     base = Path(root) if root is not None else table_path.parent
     root_path = base.resolve()
+    paths, errors = text_values(table[path_col], "path")
+    reader_errors = table[mf.INPUT_ERROR].to_pylist() if mf.INPUT_ERROR in table.column_names else [None] * len(paths)
+    errors = [reader_errors, errors]
     rows = {
-        "source_path": _store_paths(_as_string(table[path_col]).to_pylist(), base.resolve(), root_path),
+        "source_path": _store_paths(paths, base.resolve(), root_path),
         "source_dataset": [source_dataset or table_path.stem] * table.num_rows,
     }
     if caption_col is not None:
-        rows["caption"] = _as_string(table[caption_col]).to_pylist()
+        rows["caption"], caption_errors = text_values(table[caption_col], "caption")
         rows["caption_source"] = ["original"] * table.num_rows
+        errors.append(caption_errors)
     if label_col is not None:
-        rows["label"] = _as_string(table[label_col]).to_pylist()
-    out = pa.table(rows)
-    used = {path_col, caption_col, label_col} | set(out.column_names)
+        rows["label"], label_errors = text_values(table[label_col], "label")
+        errors.append(label_errors)
+    out = pa.table(_with_input_errors(rows, _first_errors(*errors)))
+    used = {path_col, caption_col, label_col, mf.INPUT_ERROR} | set(out.column_names)
     for name in table.column_names:
         if name not in used and name not in mf.BASE_COLUMNS:
             out = out.append_column(name, table[name])
     return out, root_path
 
 
+def _mark_duplicates(table: pa.Table) -> pa.Table:
+    """Return the table with each row that repeats an earlier one (path, caption, label, span) failed as its copy."""
+    keys = [c for c in ("source_path", "caption", "label", "start_time", "end_time") if c in table.column_names]
+    errors = table[mf.INPUT_ERROR].to_pylist() if mf.INPUT_ERROR in table.column_names else [None] * table.num_rows
+    first: dict[tuple, int] = {}
+    found = False
+    for i, key in enumerate(zip(*(table[c].to_pylist() for c in keys))):
+        if errors[i] is not None or key[0] is None:
+            continue
+        if key in first:
+            errors[i] = f"duplicate of input row {first[key]} (same {', '.join(keys)})"
+            found = True
+        else:
+            first[key] = i
+    if not found:
+        return table
+    if mf.INPUT_ERROR in table.column_names:
+        table = table.drop_columns([mf.INPUT_ERROR])
+    return table.append_column(mf.INPUT_ERROR, pa.array(errors, pa.string()))
+
+
 def _read_caption_file(path: Path) -> tuple[str | None, str | None]:
     """Return (caption, error): a caption file that is not UTF-8 is an error for that row, not a guess."""
+    raw = path.read_bytes()
     try:
-        return path.read_bytes().decode("utf-8").strip(), None
+        caption = raw.decode("utf-8").strip()
     except UnicodeDecodeError as exc:
-        return None, f"caption file {path.name} is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        return None, f"caption file {path.name} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+    error = _text_problem(caption, f"caption file {path.name}")
+    return (None, error) if error else (caption, None)
 
 
 def _with_input_errors(columns: dict, errors: list[str | None]) -> dict:
@@ -172,7 +353,7 @@ def webdataset_shards(pattern: str, *, source_dataset: str | None = None) -> tup
         if sidecar.is_file():
             meta = pq.read_table(sidecar)
             if "key" in meta.column_names and "url" in meta.column_names:
-                urls = dict(zip(_as_string(meta["key"]).to_pylist(), _as_string(meta["url"]).to_pylist()))
+                urls = dict(zip(text_values(meta["key"], "key")[0], text_values(meta["url"], "url")[0]))
         samples: dict[str, dict] = {}
         try:
             with tarfile.open(tar_path, "r") as tar:
@@ -200,8 +381,12 @@ def webdataset_shards(pattern: str, *, source_dataset: str | None = None) -> tup
                     caption = sample[".txt"].decode("utf-8").strip()
                 elif ".json" in sample:
                     caption = json.loads(sample[".json"].decode("utf-8")).get("caption")
-            except (UnicodeDecodeError, ValueError) as exc:
+            except (UnicodeDecodeError, ValueError, AttributeError) as exc:
                 error = f"caption of {key} is not valid UTF-8 text/JSON ({exc.__class__.__name__})"
+            if not isinstance(caption, (str, type(None))):
+                caption, error = None, f"caption of {key} in its .json is a {type(caption).__name__}, not text"
+            error = error or _text_problem(caption, f"caption of {key}")
+            caption = None if error else caption
             rows["source_path"].append(f"{stored}#{sample['image']}")
             rows["caption"].append(caption)
             rows["key"].append(key.rsplit("/", 1)[-1])
@@ -294,13 +479,13 @@ def ucf101_split(
     class_index = Path(class_index) if class_index is not None else split_file.parent / "classInd.txt"
     classes: dict[int, str] = {}
     if class_index.is_file():
-        for number, line in enumerate(class_index.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(_text_lines(class_index), start=1):
             fields = line.split()
             if len(fields) != 2 or not fields[0].isdigit():
                 raise InputError(f"{class_index} line {number} is not 'NUMBER ClassName': {line!r}")
             classes[int(fields[0])] = fields[1]
     paths, labels = [], []
-    for number, line in enumerate(split_file.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(_text_lines(split_file), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -322,6 +507,17 @@ def ucf101_split(
     return table, root.resolve()
 
 
+def _text_lines(path: Path) -> list[str]:
+    """Return the lines of a UTF-8 list file; one that is not UTF-8 is unusable as a whole (InputError)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"{path} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}, "
+                         f"line {line})") from None
+
+
 def video_list(
     table_path: str | os.PathLike,
     *,
@@ -336,7 +532,7 @@ def video_list(
     original = read_table(table_path)  # caption_table drops columns named like base ones (start_time, end_time)
     columns = original.column_names
     span_cols = next(((s, e) for s, e in (("start", "end"), ("start_time", "end_time")) if s in columns or e in columns), None)
-    table, base = caption_table(
+    table, base = _caption_rows(
         table_path,
         path_col=path_col,
         caption_col="caption" if "caption" in columns else None,
@@ -345,16 +541,42 @@ def video_list(
         source_dataset=source_dataset,
     )
     if span_cols is None:
-        return table, base
+        return _mark_duplicates(table), base
     if not all(c in columns for c in span_cols):
         raise InputError(f"{table_path} has only one of the span columns {span_cols[0]!r} and {span_cols[1]!r}")
     table = table.drop_columns([c for c in span_cols if c in table.column_names])
+    errors = [table[mf.INPUT_ERROR].to_pylist()] if mf.INPUT_ERROR in table.column_names else []
     for name, col in zip(("start_time", "end_time"), span_cols):
+        seconds, span_errors = _seconds(original[col], col)
+        table = table.append_column(name, pa.array(seconds, pa.float64()))
+        errors.append(span_errors)
+    if any(e for column in errors for e in column):
+        merged = pa.array(_first_errors(*errors), pa.string())
+        if mf.INPUT_ERROR in table.column_names:
+            table = table.drop_columns([mf.INPUT_ERROR])
+        table = table.append_column(mf.INPUT_ERROR, merged)
+    return _mark_duplicates(table), base
+
+
+def _seconds(column: pa.ChunkedArray, name: str) -> tuple[list[float | None], list[str | None]]:
+    """Return a span column as seconds and, per row, why a value is not a time (text, NaN, infinite, negative)."""
+    values, errors = [], []
+    for value in column.to_pylist():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")  # only to parse it or name it in an error
+        if isinstance(value, str):
+            value = value.strip() or None
         try:
-            table = table.append_column(name, pc.cast(original[col], pa.float64()))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise InputError(f"{table_path} column {col!r} is not seconds: {str(exc).splitlines()[0]}") from None
-    return table, base
+            seconds = None if value is None else float(value)
+        except (TypeError, ValueError):
+            seconds = None
+        if value is not None and (seconds is None or not math.isfinite(seconds) or seconds < 0):
+            values.append(None)
+            errors.append(f"{name} {str(value)[:40]!r} is not a time in seconds (a finite number ≥ 0)")
+        else:
+            values.append(seconds)
+            errors.append(None)
+    return values, errors
 
 
 def manifest_rows(path: str | os.PathLike, *, kind: str | None = None, root=None) -> tuple[pa.Table, Path | None]:

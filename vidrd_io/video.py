@@ -7,6 +7,7 @@ are cut where their frames really are. Frames are returned upright (rotation met
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ class VideoInfo:
     rotation: int  # degrees from the container's display matrix, 0 when none
     backend: str
     timestamps: np.ndarray | None = None  # start time of each frame (seconds)
+    # where the timestamps come from: "decord", "pyav" (decord's failed the sanity check, PyAV's passed) or
+    # "index" (frame index / average rate: neither backend gave usable ones)
+    timestamp_source: str = "decord"
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -39,11 +43,17 @@ class VideoInfo:
         return d
 
 
-def _rotation_pyav(path: str) -> int:
+def open_container(path: str):
+    """Return a PyAV container open for reading; metadata that is not UTF-8 (a corrupt header's tags) is read with
+    replacement characters instead of failing the open (PyAV's default raises UnicodeDecodeError)."""
     import av
 
+    return av.open(path, metadata_errors="replace")
+
+
+def _rotation_pyav(path: str) -> int:
     try:
-        with av.open(path) as container:
+        with open_container(path) as container:
             frame = next(container.decode(video=0))
             return int(getattr(frame, "rotation", 0) or 0)
     except Exception:  # noqa: BLE001 - rotation is best-effort metadata
@@ -57,20 +67,23 @@ def _open_decord(path: str, rotation: bool, reader: str = "decord"):
     n = len(vr)
     if n == 0:
         raise VideoError("video has no frames")
-    ts = vr.get_frame_timestamp(range(n))
-    starts = ts[:, 0].astype(float)
-    if reader == "pyav":
+    fps = float(vr.get_avg_fps())
+    starts, end, source = _checked_timestamps(path, vr.get_frame_timestamp(range(n)), fps)
+    if source == "index":  # decord seeks by the timestamps it got wrong (it returns wrong frames): count frames
+        h, w = vr.get_batch([0]).asnumpy().shape[1:3]  # eva-decord returns frames upright
+        degrees = _rotation_pyav(path)
+        info = VideoInfo(end, n, fps, int(w), int(h), degrees, "decord", starts, source)
+        return info, lambda times: _read_frames_by_index(path, _shown(starts, times), degrees)
+    if reader == "pyav" or source == "pyav":  # the forward reader places frames by PyAV's clock
         forward = ForwardReader(path, starts, vr.get_key_indices())
         h, w = forward.first.shape[:2]  # the first frame, upright, decoded by the reader that goes on from it
-        info = VideoInfo(float(ts[-1][1]), n, float(vr.get_avg_fps()), int(w), int(h), forward.rotation, "decord",
-                         starts)
+        info = VideoInfo(end, n, fps, int(w), int(h), forward.rotation, "decord", starts, source)
         return info, forward.read
     first = vr.get_batch([0]).asnumpy()  # eva-decord returns frames upright
     if first.ndim != 4 or first.shape[-1] != 3:  # seen on tiny widths: RGBA-sized buffers that cannot be read
         raise VideoError(f"decord returned frames of shape {first.shape}")
     h, w = first.shape[1:3]
-    info = VideoInfo(float(ts[-1][1]), n, float(vr.get_avg_fps()), int(w), int(h),
-                     _rotation_pyav(path) if rotation else 0, "decord", starts)
+    info = VideoInfo(end, n, fps, int(w), int(h), _rotation_pyav(path) if rotation else 0, "decord", starts, source)
 
     def read(times) -> np.ndarray:
         shown = _shown(starts, times)
@@ -81,6 +94,99 @@ def _open_decord(path: str, rotation: bool, reader: str = "decord"):
             return _read_frames_pyav(path, np.asarray(times, dtype=float))
 
     return info, read
+
+
+def _checked_timestamps(path: str, ts: np.ndarray, fps: float) -> tuple[np.ndarray, float, str]:
+    """Return frame start times, the end of the last frame and their source ("decord", "pyav" or "index").
+
+    decord's own when they pass `_timestamp_problem` (on some H.264 AVI files it gives FFmpeg's "no timestamp"
+    sentinel, -3.07e17 s, for every frame), else PyAV's when it decodes as many frames with sane times, else
+    frame index / average rate.
+    """
+    n = len(ts)
+    duration = _container_duration(path)
+    starts, end = ts[:, 0].astype(float), float(ts[-1][1])
+    problem = _timestamp_problem(starts, end, duration, fps)
+    if problem is None:
+        return starts, end, "decord"
+    log.info("decord's timestamps of %s are unusable (%s); trying PyAV's", path, problem)
+    try:
+        times = _pyav_frame_times(path)
+        if len(times) != n:
+            raise VideoError(f"PyAV decodes {len(times)} frames, decord {n}")
+        step = float(np.median(np.diff(times))) if n > 1 else (1.0 / fps if fps > 0 else 0.0)
+        times = times - times[0]
+        pyav_problem = _timestamp_problem(times, float(times[-1] + step), duration, fps)
+        if pyav_problem is not None:
+            raise VideoError(pyav_problem)
+        return times, float(times[-1] + step), "pyav"
+    except Exception as exc:  # noqa: BLE001 - any PyAV failure leaves the frame index as the clock
+        log.info("PyAV's timestamps of %s are unusable too (%s); using frame index / average rate", path, exc)
+    if not (math.isfinite(fps) and fps > 0):
+        if not duration:
+            raise VideoError(f"no usable timestamps ({problem}) and no frame rate or duration to count frames by")
+        fps = n / duration
+    return np.arange(n) / fps, n / fps, "index"
+
+
+def _pyav_frame_times(path: str) -> np.ndarray:
+    """Return PyAV's frame times (seconds) in the order frames come out of the decoder (display order), unsorted:
+    on some AVI files they are the packets' decode-order times, and only their order gives that away."""
+    with open_container(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        times = [np.nan if frame.pts is None else float(frame.pts * stream.time_base)
+                 for frame in container.decode(stream)]
+    return np.asarray(times, dtype=float)
+
+
+def _timestamp_problem(starts: np.ndarray, end: float, duration: float | None, fps: float) -> str | None:
+    """Return what is wrong with frame start times (seconds) and the last frame's end, or None when they are sane:
+    finite, non-decreasing, not all equal, the first ≥ -tolerance, the end within twice the container's duration."""
+    tolerance = max(0.5, 2.0 / fps) if math.isfinite(fps) and fps > 0 else 0.5
+    if not (np.isfinite(starts).all() and math.isfinite(end)):
+        return "not finite"
+    if (np.diff(starts) < 0).any():
+        return "decreasing"
+    if starts[0] < -tolerance:
+        return f"the first frame starts at {starts[0]:.6g} s"
+    if end <= starts[0] or (len(starts) > 1 and starts[-1] <= starts[0]):
+        return f"every frame at {starts[0]:.6g} s"
+    # headers understate some durations (a variable-rate mp4 saying 2.6 s of a 3.25 s stream); a wrong clock is off
+    # by far more, so the end may run to twice the stated duration
+    if duration is not None and end > 2 * duration + tolerance:
+        return f"the last frame ends at {end:.6g} s, the container lasts {duration:.6g} s"
+    return None
+
+
+def _container_duration(path: str) -> float | None:
+    """Return the duration the container's header states (seconds), None when it states none."""
+    import av
+
+    try:
+        with open_container(path) as container:
+            if container.duration and container.duration > 0:
+                return container.duration / av.time_base
+            stream = container.streams.video[0] if container.streams.video else None
+            if stream is not None and stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+    except Exception:  # noqa: BLE001 - a header PyAV cannot read states nothing; decord opened the file
+        return None
+    return None
+
+
+def _read_frames_by_index(path: str, indices: np.ndarray, rotation: int) -> np.ndarray:
+    """Return frames by their position in decode output order (PyAV), for files whose timestamps are unusable."""
+    wanted, frames, decoded = set(indices.tolist()), {}, 0
+    with open_container(path) as container:
+        for decoded, frame in enumerate(container.decode(video=0), start=1):
+            if decoded - 1 in wanted:
+                frames[decoded - 1] = _rotate(frame.to_ndarray(format="rgb24"), rotation)
+            if len(frames) == len(wanted):
+                break
+    if len(frames) < len(wanted):
+        raise VideoError(f"frame {min(wanted - set(frames))} not delivered (the stream ends after {decoded})")
+    return np.stack([frames[i] for i in indices.tolist()])
 
 
 def _shown(starts: np.ndarray, times) -> np.ndarray:
@@ -101,14 +207,12 @@ class ForwardReader:
     """
 
     def __init__(self, path: str, starts: np.ndarray, keyframes):
-        import av
-
         self.origin = float(starts[0])
         self.path, self.starts = path, starts - self.origin  # seconds from the first frame, as PyAV's are counted
         self.keyframes = np.asarray(sorted(set(keyframes) | {0}), dtype=int)
         diffs = np.diff(starts)
         self.tolerance = float(diffs[diffs > 0].min()) / 2 if (diffs > 0).any() else 1e-3
-        self.container = av.open(path)
+        self.container = open_container(path)
         self.stream = self.container.streams.video[0]
         self.stream.codec_context.thread_count = 1  # the caller parallelizes over videos
         self.position = -1  # index of the last frame decoded
@@ -188,9 +292,7 @@ def _probe_decord(path: str) -> VideoInfo:
 
 
 def _probe_pyav(path: str) -> VideoInfo:
-    import av
-
-    with av.open(path) as container:
+    with open_container(path) as container:
         if not container.streams.video:
             raise VideoError("no video stream")
         stream = container.streams.video[0]
@@ -211,7 +313,7 @@ def _probe_pyav(path: str) -> VideoInfo:
         if rotation % 180:
             w, h = h, w
         end = times[-1] + (step if step else (1.0 / fps if fps else 0.0))
-        return VideoInfo(float(end - times[0]), len(times), fps, w, h, rotation, "pyav", times - times[0])
+        return VideoInfo(float(end - times[0]), len(times), fps, w, h, rotation, "pyav", times - times[0], "pyav")
 
 
 def open_video(path: str | os.PathLike, rotation: bool = False, reader: str = "decord"):
@@ -255,11 +357,9 @@ def read_frames(path: str | os.PathLike, times: list[float] | np.ndarray) -> np.
 
 
 def _read_frames_pyav(path: str, times: np.ndarray) -> np.ndarray:
-    import av
-
     order = np.argsort(times)
     out: list[np.ndarray | None] = [None] * len(times)
-    with av.open(path) as container:
+    with open_container(path) as container:
         stream = container.streams.video[0]
         first = last = None
         k = 0

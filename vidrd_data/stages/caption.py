@@ -55,6 +55,7 @@ CAPTIONING = pa.struct(
         pa.field("frame_times", pa.list_(pa.float64())),  # source times (s) of the captioned frames
         pa.field("frame_captions", pa.list_(pa.string())),
         pa.field("input_caption", pa.string()),  # the caption the input row had, if any
+        pa.field("timestamps", pa.string()),  # clock of frame_times: decord, pyav or index (VideoInfo.timestamp_source)
     ]
 )
 
@@ -429,6 +430,7 @@ class CaptionClips(Stage):
                     "frame_times": clip.frame_times,
                     "frame_captions": clip.captions,
                     "input_caption": row.get("caption"),
+                    "timestamps": info.timestamp_source,
                 }
             outputs.append(out)
         return outputs

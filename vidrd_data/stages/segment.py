@@ -45,7 +45,7 @@ from vidrd_data import sources
 from vidrd_data.manifest import make_sample_id
 from vidrd_data.run.stage import Stage, StageJob
 from vidrd_data.sources import InputError
-from vidrd_io.video import VIDEO_EXTENSIONS, VideoError, VideoInfo, probe, read_frames
+from vidrd_io.video import VIDEO_EXTENSIONS, VideoError, VideoInfo, open_container, probe, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ SEGMENTATION = pa.struct(
         pa.field("min_similarity", pa.float64()),
         pa.field("rules", pa.list_(pa.string())),  # rules that produced or changed it, in order: cut merge trim split
         pa.field("num_samples", pa.int64()),  # sampled frames inside it
+        pa.field("timestamps", pa.string()),  # the probe's clock: decord, pyav or index (VideoInfo.timestamp_source)
     ]
 )
 
@@ -220,7 +221,8 @@ class FrameSampler:
         width, height = decode_size(info.width, info.height, self.frame_size)
         stop_time = float(info.timestamps[stop]) if stop < info.num_frames else None
         try:
-            frames = self._pyav(path, start_time, stop_time, width, height, float(info.timestamps[0]))
+            clock = info.timestamps if info.timestamp_source == "index" else None  # frame.pts unusable: count
+            frames = self._pyav(path, start_time, stop_time, width, height, float(info.timestamps[0]), clock)
             head = next(frames, None)
         except TruncatedVideo:
             raise
@@ -252,23 +254,27 @@ class FrameSampler:
             positions = np.asarray(positions, dtype=np.int64)
             yield SampledChunk(np.asarray(timestamps, float), changes, positions, frames[positions])
 
-    def _pyav(self, path, start_time: float, stop_time: float | None, width: int, height: int, origin_time: float):
+    def _pyav(self, path, start_time: float, stop_time: float | None, width: int, height: int, origin_time: float,
+              clock=None):
         import av
         from av.video.reformatter import VideoReformatter
 
         reformatter = VideoReformatter()  # one scaler for the whole video: building one per frame costs more
-        with av.open(path) as container:
+        with open_container(path) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             stream.codec_context.options = {"skip_loop_filter": "all"}
             times, frames, origin, decoded = [], [], None, 0
             try:
                 for frame in container.decode(stream):
-                    if frame.pts is None:
+                    if clock is not None:  # the probe's frame-index times, by position in the decode order
+                        t = float(clock[min(decoded, len(clock) - 1)])
+                    elif frame.pts is None:
                         continue
-                    t = float(frame.pts * stream.time_base)
-                    origin = t if origin is None else origin
-                    t += origin_time - origin
+                    else:
+                        t = float(frame.pts * stream.time_base)
+                        origin = t if origin is None else origin
+                        t += origin_time - origin
                     decoded += 1
                     if t < start_time - EPS:
                         continue
@@ -687,7 +693,7 @@ class SegmentVideos(Stage):
                 "width": info.width,
                 "height": info.height,
                 "source_duration": info.duration,
-                "segmentation": provenance(seg, segment),
+                "segmentation": {**provenance(seg, segment), "timestamps": info.timestamp_source},
             }
             if captions is not None:
                 if captions[i]:
@@ -835,7 +841,7 @@ def _why_unreadable(path: str, error: Exception) -> str:
     import av
 
     try:
-        with av.open(path) as container:
+        with open_container(path) as container:
             stream = container.streams.video[0]
             announced, decoded = stream.frames, 0
             try:

@@ -6,6 +6,8 @@ captioning stage replaces them.
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from vidrd_data.manifest import make_sample_id
 from vidrd_data.run.stage import Stage, StageJob
 from vidrd_data import sources
@@ -16,6 +18,7 @@ from vidrd_io.video import probe
 class VideoIndex(Stage):
     name = "videos"
     kind = "video_clip"
+    fields = [pa.field("timestamps", pa.string())]  # clock of the probe: decord, pyav or index (VideoInfo)
 
     def process(self, row: dict) -> list[dict]:
         if not row.get("source_path"):
@@ -42,6 +45,7 @@ class VideoIndex(Stage):
                 "width": info.width,
                 "height": info.height,
                 "source_duration": info.duration,
+                "timestamps": info.timestamp_source,
             }
         ]
 
