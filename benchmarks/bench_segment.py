@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidrd_data import manifest as mf  # noqa: E402
 from vidrd_data.run.runner import run_stage  # noqa: E402
-from vidrd_data.stages.segment import FrameSampler, cut_scores, manifest_cuts, prepare  # noqa: E402
+from vidrd_data.ops.shots import cut_scores, manifest_cuts  # noqa: E402
+from vidrd_data.stages.segment import prepare  # noqa: E402
+from vidrd_io.sampling import FrameSampler  # noqa: E402
 from vidrd_io.video import probe  # noqa: E402
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"

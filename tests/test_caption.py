@@ -17,7 +17,8 @@ from tests.conftest import shared_video
 from tests.crash_stage import DieOnWhiteFrames
 from vidrd_data import manifest as mf
 from vidrd_data import sources
-from vidrd_data.stages.caption import CaptionClips, CaptionOptions, ClipDecoder, choose_caption, clip_windows, prepare
+from vidrd_data.ops.clips import choose_caption, clip_windows
+from vidrd_data.stages.caption import CaptionClips, CaptionOptions, ClipDecoder, prepare
 from vidrd_data.run.runner import retry_failed, run_stage
 from vidrd_io.video import VideoError, write_mp4
 

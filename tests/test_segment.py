@@ -11,13 +11,8 @@ from cli.data import main
 from tests.conftest import shared_video
 from vidrd_data import manifest as mf
 from vidrd_demo.corpus import write_long_videos
-from vidrd_data.stages.segment import (
-    SegmentOptions,
-    cut_scores,
-    manifest_cuts,
-    prepare,
-    segment_video,
-)
+from vidrd_data.ops.shots import cut_scores, manifest_cuts, segment_video
+from vidrd_data.stages.segment import SegmentOptions, prepare
 from vidrd_data.run.runner import run_stage
 from vidrd_io.video import write_mp4
 
