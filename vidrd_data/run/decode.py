@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 FAILURES_FILE = "_decode_failures.jsonl"
 DEFAULT_TIMEOUT_S = 300.0  # an item (a stream: a chunk) slower than this is taken as hung
-STDERR_TAIL_BYTES = 600
+STDERR_TAIL_BYTES = 65536  # faulthandler lists every extension module after the stack
 
 
 class DecoderCrashed(VideoError):
@@ -398,10 +398,10 @@ class DecodePool:
             if self._wake_r in ready:
                 os.read(self._wake_r, 4096)
             for w in list(self._workers):
-                if w.conn in ready or (w.process.sentinel in ready and w.conn.poll()):
-                    self._receive(w)
-                if w.process.sentinel in ready and not w.conn.poll():
-                    self._died(w)
+                if w.conn in ready or w.process.sentinel in ready:
+                    # messages sent before a death still count; end of file or the sentinel: the worker is gone
+                    if not self._receive_all(w) or w.process.sentinel in ready:
+                        self._died(w)
             self._check_timeouts()
 
     def _dispatch(self) -> None:
@@ -418,22 +418,29 @@ class DecodePool:
         running = [w.progress_at + self.timeout_s - time.monotonic() for w in busy if w.unacked < self.window]
         return max(0.05, min(running, default=1.0))
 
-    def _receive(self, w: _Worker) -> None:
+    def _receive_all(self, w: _Worker) -> bool:
+        """Take every message waiting from a worker; return False when its end of the pipe is closed (it died)."""
+        while w.conn.poll():
+            if not self._receive(w):
+                return False
+        return True
+
+    def _receive(self, w: _Worker) -> bool:
         try:
             kind, task_id, payload = w.conn.recv()
         except (EOFError, OSError):
-            return  # it died mid-message: the sentinel says so
+            return False
         except Exception as exc:  # noqa: BLE001 - a value that cannot be unpickled here fails its item
             kind, task_id, payload = "error", w.task.id if w.task else -1, RuntimeError(f"undecodable result: {exc}")
         task = w.task
         if task is None or task.id != task_id:
-            return
+            return True
         w.progress_at = time.monotonic()
         if kind == "item":
             with self._lock:
                 w.unacked += 1
             task._push(payload)
-            return
+            return True
         self._echo_stderr(w)
         with self._lock:
             w.task, task.worker = None, None
@@ -441,11 +448,12 @@ class DecodePool:
             task._finish(value=payload)
         else:
             task._finish(error=payload)
+        return True
 
     def _died(self, w: _Worker) -> None:
         code = w.process.exitcode
         if code is None:
-            w.process.join(0.5)
+            w.process.join(5.0)  # its pipe closed a moment before the process ended
             code = w.process.exitcode
         if code is not None and code < 0:
             try:
@@ -501,15 +509,20 @@ def _size(path: str) -> int:
 
 
 def _tail(path: str, offset: int) -> str:
-    """Return the last lines a dead worker wrote to stderr since `offset`, on one line."""
+    """Return what a dead worker last wrote to stderr since `offset`, on one line: faulthandler's "Fatal Python
+    error" with the innermost frame when there is one, else the last lines."""
     size = _size(path)
     if size <= offset:
         return ""
     with open(path, "rb") as f:
         f.seek(max(offset, size - STDERR_TAIL_BYTES))
         text = f.read().decode(errors="replace")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " | ".join(lines[-4:])
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Extension modules")]
+    fatal = next((i for i, line in enumerate(lines) if line.startswith("Fatal Python error")), None)
+    if fatal is not None:
+        frame = next((line for line in lines[fatal:] if line.startswith("File ")), None)
+        lines = [lines[fatal]] + ([frame] if frame else [])
+    return " | ".join(lines[-3:])[-400:]
 
 
 class ThreadDecodePool:

@@ -335,6 +335,10 @@ class SegmentVideos(Stage):
             return max(1, min(8, cores() - 1))
         return max(1, cores() // 3)
 
+    def span_decoder(self) -> SpanDecoder:
+        """Return what the decode workers run for each row."""
+        return SpanDecoder(self.options, self.root, self.embedder.frame_size)
+
     def _decode_pool(self):
         """Return the decode workers' pool (kept for the stage's life: starting a process costs a second or two)."""
         if self._pool is None:
@@ -354,7 +358,7 @@ class SegmentVideos(Stage):
         if self.embedder is None:
             self.setup()
         pool = self._decode_pool()
-        decoder = SpanDecoder(self.options, self.root, self.embedder.frame_size)
+        decoder = self.span_decoder()
         upcoming = iter(enumerate(rows))
         ahead: deque = deque()  # (index, row, task) in input order
 
