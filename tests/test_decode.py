@@ -98,7 +98,7 @@ def test_image_decoder_that_crashes_or_hangs_fails_one_row_and_resume_does_not_d
     again = _rows(out)
     assert _calls(calls).count("bad.png") == 1  # failed from the log, not decoded again
     assert _calls(calls).count("a.png") == 2
-    assert again["bad.png"]["status"] == "failed" and "earlier run" in again["bad.png"]["error"]
+    assert again["bad.png"]["status"] == "failed" and "not decoded again" in again["bad.png"]["error"]
     assert reason in again["bad.png"]["error"]
     assert {n: r["sample_id"] for n, r in again.items()} == {n: r["sample_id"] for n, r in rows.items()}
 
@@ -112,6 +112,10 @@ def test_a_file_changed_since_its_crash_is_decoded_again(images, tmp_path):
     (out / mf.stats_name(0)).unlink()
     run_stage("tests.crash_stage:CrashingImages", params, table, out, root=root, input_desc=["x"], progress=False)
     assert _calls(calls).count("bad.png") == 2
+    assert len((out / FAILURES_FILE).read_text().splitlines()) == 2
+    run_stage("tests.crash_stage:CrashingImages", params, table, out, root=root, input_desc=["x"], progress=False,
+              overwrite=True)  # the failure log is the run's own file: --overwrite deletes it with the parts
+    assert len((out / FAILURES_FILE).read_text().splitlines()) == 1
 
 
 def test_the_process_running_the_stage_exits_0_when_a_decoder_segfaults(images, tmp_path):

@@ -40,7 +40,6 @@ machines where starting processes is not allowed or to measure the difference.
 
 from __future__ import annotations
 
-import atexit
 import faulthandler
 import itertools
 import json
@@ -54,6 +53,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import connection as mp_connection
+from multiprocessing import util as mp_util
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -316,7 +316,9 @@ class DecodePool:
         self._closed = False
         self._thread = threading.Thread(target=self._supervise, daemon=True, name=f"{name}-decode-supervisor")
         self._thread.start()
-        atexit.register(self.close)  # before multiprocessing's own exit handler ends the workers under us
+        # closed at exit before multiprocessing ends its children (in a stage worker process too, where atexit
+        # handlers do not run), so the supervisor never sees those ends as crashes
+        self._finalizer = mp_util.Finalize(self, self.close, exitpriority=10)
 
     # -- the consumer's side
 
@@ -325,7 +327,7 @@ class DecodePool:
         task = Task(self, fn, args, path, stream)
         remembered = self.failures.reason(path)
         if remembered is not None:
-            task._finish(error=DecoderCrashed(f"{remembered} (in an earlier run; remembered in {FAILURES_FILE})"))
+            task._finish(error=DecoderCrashed(f"{remembered} (remembered in {FAILURES_FILE}: not decoded again)"))
             return task
         with self._lock:
             if self._closed:
@@ -340,7 +342,7 @@ class DecodePool:
             if self._closed:
                 return
             self._closed = True
-        atexit.unregister(self.close)
+        self._finalizer.cancel()
         self._wake()
         self._thread.join()
         for w in self._workers:
@@ -538,7 +540,7 @@ class ThreadDecodePool:
         task = Task(None, fn, args, path, stream)
         remembered = self.failures.reason(path)
         if remembered is not None:
-            task._finish(error=DecoderCrashed(f"{remembered} (in an earlier run; remembered in {FAILURES_FILE})"))
+            task._finish(error=DecoderCrashed(f"{remembered} (remembered in {FAILURES_FILE}: not decoded again)"))
             return task
 
         def run() -> None:
