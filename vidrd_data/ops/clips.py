@@ -86,3 +86,10 @@ def frame_groups(clips: list[Clip], size: int) -> list[list[int]]:
         groups[-1].append(clip_no)
         frames += len(clip.frame_times)
     return groups
+
+
+def input_span(row: dict) -> tuple[float | None, float | None] | None:
+    """Return the input row's `(start_time, end_time)` when it gives either, else None (NaN counts as missing)."""
+    start, end = (row.get(k) for k in ("start_time", "end_time"))
+    start, end = (None if t is None or t != t else float(t) for t in (start, end))
+    return None if start is None and end is None else (start, end)

@@ -36,7 +36,8 @@ import pyarrow as pa
 from vidrd_data import manifest as mf
 from vidrd_data import sources
 from vidrd_data.manifest import make_sample_id
-from vidrd_data.ops.clips import FRAME_POLICIES, Clip, choose_caption, clip_windows, frame_groups, frame_times
+from vidrd_data.ops.clips import (FRAME_POLICIES, Clip, choose_caption, clip_windows, frame_groups, frame_times,
+                                  input_span)
 from vidrd_data.models.batches import outputs_in_halves
 from vidrd_data.run.decode import DEFAULT_TIMEOUT_S, DecodeTimeout, DecoderCrashed, FailureLog, cores, \
     init_one_torch_thread, make_pool
@@ -191,7 +192,7 @@ class ClipDecoder:
         # decord's times are float32: round off their noise (a microsecond is finer than any stream's time base)
         timestamps = np.asarray(info.timestamps, dtype=float).round(6)
         info.duration = round(info.duration, 6)
-        span = _input_span(row) or (0.0, info.duration)
+        span = input_span(row) or (0.0, info.duration)
         if None in span or span[1] <= span[0]:
             raise ValueError(f"span needs a start before its end, got start={span[0]} end={span[1]}")
         start, end = max(span[0], 0.0), min(span[1], info.duration)
@@ -304,7 +305,7 @@ class CaptionClips(Stage):
     def input_sample_id(self, row: dict) -> str:
         """Return the id of the failed row standing for an input: its source and, when given, its span (ms)."""
         source = row.get("source_path") or f"input:{row['input_row']}"
-        span = _input_span(row)
+        span = input_span(row)
         span = None if span is None else [None if t is None else round(t, 3) for t in span]
         return make_sample_id(self.kind, row.get("source_dataset"), source, span)
 
@@ -521,7 +522,8 @@ class CaptionClips(Stage):
 
             def top_up() -> None:
                 while len(ahead) < 2 * workers and (item := next(upcoming, None)) is not None:
-                    ahead.append((*item, pool.submit(decoder.plan_and_decode_first, *item, path=decoder.path_of(item[1]))))
+                    task = pool.submit(decoder.plan_and_decode_first, *item, path=decoder.path_of(item[1]))
+                    ahead.append((*item, task))
 
             top_up()
             while ahead:
@@ -548,7 +550,8 @@ class CaptionClips(Stage):
                     add(planned, group, decoded)
 
                 for group in groups[1:]:
-                    later.append((group, pool.submit(decoder.decode, path, [planned.clips[c] for c in group], path=path)))
+                    clips = [planned.clips[c] for c in group]
+                    later.append((group, pool.submit(decoder.decode, path, clips, path=path)))
                     if len(later) >= workers:
                         collect(*later.popleft())
                 while later:
@@ -568,15 +571,6 @@ class CaptionClips(Stage):
 def _batch_rows(prepared, start: int, stop: int):
     """Return rows `[start, stop)` of a batch of model inputs (a dict of tensors or lists, e.g. `BatchFeature`)."""
     return type(prepared)({key: value[start:stop] for key, value in prepared.items()})
-
-
-def _input_span(row: dict) -> tuple[float, float] | None:
-    """Return the input row's `(start_time, end_time)` when it gives either, else None (NaN counts as missing)."""
-    start, end = (row.get(k) for k in ("start_time", "end_time"))
-    start, end = (None if t is None or t != t else float(t) for t in (start, end))
-    if start is None and end is None:
-        return None
-    return start, end
 
 
 def prepare(

@@ -17,7 +17,8 @@ import pyarrow as pa
 
 from vidrd_data import manifest as mf
 from vidrd_data.manifest import make_sample_id
-from vidrd_data.ops.motion import EASINGS, MOTION_TYPE, MOTIONS, draw_motion, output_size, render_pseudo_video, sample_seed
+from vidrd_data.ops.motion import (EASINGS, MOTION_TYPE, MOTIONS, draw_motion, output_size, render_pseudo_video,
+                                   sample_seed)
 from vidrd_data.run.decode import DecodesRows
 from vidrd_data.run.stage import Stage, StageJob
 from vidrd_data.sources import InputError

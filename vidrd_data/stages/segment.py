@@ -45,6 +45,7 @@ from vidrd_data import manifest as mf
 from vidrd_data import sources
 from vidrd_data.manifest import make_sample_id
 from vidrd_data.models.batches import outputs_in_halves
+from vidrd_data.ops.clips import input_span
 from vidrd_data.ops.shots import EPS, Segmentation, caption_times, provenance, segment_video
 from vidrd_data.run.decode import DEFAULT_TIMEOUT_S, DecodePool, FailureLog, cores
 from vidrd_data.run.stage import Stage, StageAbort, StageJob
@@ -193,7 +194,7 @@ class SpanDecoder:
             raise VideoError(_why_unreadable(path, exc)) from None
         if info.num_frames < 2:
             raise VideoError("single-frame video: nothing to segment")
-        start, end = _input_span(row) or (0.0, info.duration)
+        start, end = input_span(row) or (0.0, info.duration)
         start, end = max(start or 0.0, 0.0), min(info.duration if end is None else end, info.duration)
         if end <= start:
             raise ValueError(f"span [{start:.3f}, {end:.3f}] s is empty or outside the video (0 to {info.duration:.3f} s)")
@@ -255,7 +256,7 @@ class SegmentVideos(Stage):
     def input_sample_id(self, row: dict) -> str:
         """Return the id of the failed row standing for an input: its source and, when given, its span (ms)."""
         source = row.get("source_path") or f"input:{row['input_row']}"
-        span = _input_span(row)
+        span = input_span(row)
         return make_sample_id(self.kind, row.get("source_dataset"), source, None if span is None else [
             None if t is None else round(t, 3) for t in span])
 
@@ -482,13 +483,6 @@ def _check_open_clip_name(model: str, pretrained: str | None) -> None:
     tags = open_clip.list_pretrained_tags_by_model(model)
     if pretrained and pretrained not in tags and not os.path.isfile(pretrained):
         raise InputError(f"open_clip has no pretrained tag {pretrained!r} for {model} (known: {', '.join(tags)})")
-
-
-def _input_span(row: dict) -> tuple[float | None, float | None] | None:
-    """Return the input row's `(start_time, end_time)` when it gives either, else None (NaN counts as missing)."""
-    start, end = (row.get(k) for k in ("start_time", "end_time"))
-    start, end = (None if t is None or t != t else float(t) for t in (start, end))
-    return None if start is None and end is None else (start, end)
 
 
 def prepare(
