@@ -413,8 +413,8 @@ class DecodePool:
                 w.task, task.worker = task, w
                 w.unacked, w.progress_at = 0, time.monotonic()
                 w.stderr_offset = _size(w.stderr_path)
-                if not w.send((task.id, task.fn, task.args, self.window if task.stream else 0)):
-                    pass  # the worker is dead: its sentinel fires and `_died` fails the task
+                # a worker that died meanwhile cannot take it: its sentinel fires and `_died` fails the task
+                w.send((task.id, task.fn, task.args, self.window if task.stream else 0))
 
     def _next_deadline(self, busy: list[_Worker]) -> float:
         running = [w.progress_at + self.timeout_s - time.monotonic() for w in busy if w.unacked < self.window]
@@ -619,7 +619,6 @@ class DecodesRows:
         """Return this stage's decode pool (kept for the stage's life: a worker takes a second or so to start)."""
         if self._pool is None:
             self._pool = DecodePool(self.decode_workers, name=self.name, timeout_s=self.decode_timeout_s)
-        self._pool.failures = FailureLog(self.work_dir)
         return self._pool
 
     def decoded(self, row: dict) -> Any:
@@ -640,8 +639,9 @@ class DecodesRows:
     def process_many(self, rows: list[dict]) -> Iterator[tuple[dict, list[dict] | Exception]]:
         """Yield each row with its output rows in input order, its file decoded ahead in a worker process."""
         copies = [dict(r) for r in rows]
-        decoder = self.row_decoder()
-        results = map_ordered(self.decode_pool(), decoder, copies, self.decode_path, self.decode_ahead)
+        pool = self.decode_pool()
+        pool.failures = FailureLog(self.work_dir)  # read afresh: this may be another run, or an overwritten one
+        results = map_ordered(pool, self.row_decoder(), copies, self.decode_path, self.decode_ahead)
         for original, (row, value, error) in zip(rows, results):
             self._prefetched = (row, value, error)
             try:

@@ -346,7 +346,6 @@ class SegmentVideos(Stage):
             workers = self.decode_workers
             self._pool = DecodePool(workers, name="segment", timeout_s=self.decode_timeout_s,
                                     window=max(2, self.options.prefetch_chunks // workers))
-        self._pool.failures = FailureLog(self.work_dir)
         return self._pool
 
     def process_many(self, rows: list[dict]) -> Iterator[tuple[dict, list[dict] | Exception]]:
@@ -359,6 +358,7 @@ class SegmentVideos(Stage):
         if self.embedder is None:
             self.setup()
         pool = self._decode_pool()
+        pool.failures = FailureLog(self.work_dir)  # read afresh: this may be another run, or an overwritten one
         decoder = self.span_decoder()
         upcoming = iter(enumerate(rows))
         ahead: deque = deque()  # (index, row, task) in input order
