@@ -9,8 +9,8 @@ How it answers the engine's questions (../shared/ENGINE.md):
    supervisor sees the process's sentinel fire (segfault, abort, `os._exit`, the OOM killer), fails that item with
    `DecoderCrashed` ("killed by SIGSEGV", "exited with status 1", plus the last lines the worker wrote to stderr:
    each worker's stderr goes to a file, faulthandler on, so the tail costs one read after a crash), starts a
-   replacement and goes on; the other workers are untouched. An item still running `timeout_s` after it was
-   handed out (a stream: after its last chunk, not counting time it waits for the consumer) is a hang: its worker
+   replacement and goes on; the other workers are untouched. An item still running `timeout_s` (a stage's
+   `decode_timeout_s`, 300 s unless it says otherwise) after it was handed out (a stream: after its last chunk, not counting time it waits for the consumer) is a hang: its worker
    is killed (SIGKILL) and replaced, the item fails with `DecodeTimeout`. The row then fails with that reason.
    No retry loop: the supervisor never resubmits a crashed item, and the file is appended (fsync) to
    `_decode_failures.jsonl` in the run's output directory, keyed by path + size + mtime, so a resume, or a
@@ -28,11 +28,13 @@ How it answers the engine's questions (../shared/ENGINE.md):
    (each replacement is caused by a different item, which is remembered, so this cannot loop). Run: any other
    CUDA/accelerator error is taken as a lost device: `StageAbort`, the shard in hand writes nothing; there is no
    error-rate threshold — a run full of bad files ends with those rows failed.
-7. **`batch_size` counts frames**: the caption stage batches model inputs across clips and videos, `batch_size`
-   frames per model call (a clip's k frames stay in one batch; a clip with more frames than that is a batch
-   alone); the segment stage embeds `batch_size` sampled frames per call. Frames all have the model's input size
-   (the image processor resizes them), so nothing is padded or bucketed; prompts of unequal length are padded on
-   the left by the processor, which does not change a caption (tests/test_caption.py).
+7. **`batch_size` counts frames**: the caption stage fills each model call with `batch_size` frames, across clips
+   and videos (a clip's frames may fall in two calls: each frame is captioned on its own, and the clip's caption
+   is chosen once all have come back), and decodes a long video's clips in groups of at most `batch_size`
+   frames; the segment stage embeds `batch_size` sampled frames per call. Every frame reaches the model at the
+   model's input size (the image processor resizes it), so nothing is padded or bucketed by clip length; prompts
+   of unequal length are padded on the left by the processor, which does not change a caption
+   (tests/test_caption.py).
 
 `--decode-in threads` (caption only) runs the same tasks on threads: no crash isolation, no timeout, for
 machines where starting processes is not allowed or to measure the difference.
