@@ -17,7 +17,7 @@ from vidrd_data import manifest as mf
 from vidrd_data import sources
 from vidrd_data.models.batches import outputs_in_halves
 from vidrd_data.run.decode import FAILURES_FILE, DecodePool, DecoderCrashed, DecodeTimeout, map_ordered
-from vidrd_data.run.runner import run_stage
+from vidrd_data.run.runner import retry_failed, run_stage
 from vidrd_data.run.stage import StageAbort
 from vidrd_demo.corpus import write_long_videos
 from vidrd_io.video import write_mp4
@@ -101,6 +101,8 @@ def test_image_decoder_that_crashes_or_hangs_fails_one_row_and_resume_does_not_d
     assert again["bad.png"]["status"] == "failed" and "not decoded again" in again["bad.png"]["error"]
     assert reason in again["bad.png"]["error"]
     assert {n: r["sample_id"] for n, r in again.items()} == {n: r["sample_id"] for n, r in rows.items()}
+    retry_failed(out, progress=False)  # `vidrd-data retry` honours the log too: the same bytes would crash again
+    assert _calls(calls).count("bad.png") == 1 and _rows(out)["bad.png"]["status"] == "failed"
 
 
 def test_a_file_changed_since_its_crash_is_decoded_again(images, tmp_path):
@@ -125,7 +127,7 @@ def test_the_process_running_the_stage_exits_0_when_a_decoder_segfaults(images, 
         table["source_path"].to_pylist(), table["caption"].to_pylist())))
     script = textwrap.dedent(f"""
         from vidrd_data import sources
-        from vidrd_data.run.runner import run_stage
+        from vidrd_data.run.runner import retry_failed, run_stage
         table, root = sources.caption_table({str(table_path)!r}, path_col="image", root={str(root)!r})
         run_stage("tests.crash_stage:CrashingImages", {{"calls": {str(tmp_path / 'calls.txt')!r}, "segv": "bad.png"}},
                   table, {str(tmp_path / 'm')!r}, root=root, input_desc=["x"], workers=1, progress=False)
