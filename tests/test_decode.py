@@ -72,6 +72,25 @@ def test_pool_passes_an_items_own_exception_through_with_its_type():
         pool.close()
 
 
+def test_idle_workers_end_and_the_next_item_starts_new_ones(monkeypatch):
+    import multiprocessing
+    import time
+
+    from vidrd_data.run import decode
+
+    monkeypatch.setattr(decode, "IDLE_S", 0.5)
+    pool = DecodePool(2, name="idle")
+    try:
+        assert pool.submit(abs, -2).result() == 2
+        deadline = time.monotonic() + 10
+        while any(p.name.startswith("idle-decode") for p in multiprocessing.active_children()):
+            assert time.monotonic() < deadline, "idle decode workers did not end"
+            time.sleep(0.1)
+        assert pool.submit(abs, -3).result() == 3
+    finally:
+        pool.close()
+
+
 # ---------------------------------------------------------------- an image stage
 
 

@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 
 FAILURES_FILE = "_decode_failures.jsonl"
 DEFAULT_TIMEOUT_S = 300.0  # an item (a stream: a chunk) slower than this is taken as hung
+# idle workers end after this long and start again with the next item: a process running several stages (a build,
+# the tests) would otherwise keep every finished stage's decoders, torch imported and all, until it exits
+IDLE_S = 30.0
 STDERR_TAIL_BYTES = 65536  # faulthandler lists every extension module after the stack
 
 
@@ -314,6 +317,7 @@ class DecodePool:
         self._queue: deque[Task] = deque()
         self._numbers = itertools.count()
         self._workers = [_Worker(self, next(self._numbers)) for _ in range(workers)]
+        self._idle_since = time.monotonic()
         self._wake_r, self._wake_w = os.pipe()
         self._closed = False
         self._thread = threading.Thread(target=self._supervise, daemon=True, name=f"{name}-decode-supervisor")
@@ -397,6 +401,10 @@ class DecodePool:
                     return
                 self._dispatch()
                 busy = [w for w in self._workers if w.task is not None]
+                if busy or self._queue:
+                    self._idle_since = time.monotonic()
+                elif self._workers and time.monotonic() - self._idle_since > IDLE_S:
+                    self._stop_idle_workers()
             waits = [self._wake_r] + [w.conn for w in busy] + [w.process.sentinel for w in self._workers]
             ready = mp_connection.wait(waits, timeout=self._next_deadline(busy))
             if self._wake_r in ready:
@@ -408,7 +416,21 @@ class DecodePool:
                         self._died(w)
             self._check_timeouts()
 
+    def _stop_idle_workers(self) -> None:
+        """End every worker (all idle): `_dispatch` starts new ones for the next items."""
+        workers, self._workers = self._workers, []
+        for w in workers:
+            w.send(None)
+        for w in workers:
+            w.process.join(2.0)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+            w.conn.close()
+
     def _dispatch(self) -> None:
+        while self._queue and len(self._workers) < self.workers_count:
+            self._workers.append(_Worker(self, next(self._numbers)))
         for w in self._workers:
             if w.task is None and self._queue:
                 task = self._queue.popleft()
@@ -420,7 +442,7 @@ class DecodePool:
 
     def _next_deadline(self, busy: list[_Worker]) -> float:
         running = [w.progress_at + self.timeout_s - time.monotonic() for w in busy if w.unacked < self.window]
-        return max(0.05, min(running, default=1.0))
+        return max(0.05, min(running, default=IDLE_S if self._workers else 3600.0))
 
     def _receive_all(self, w: _Worker) -> bool:
         """Take every message waiting from a worker; return False when its end of the pipe is closed (it died)."""
@@ -481,10 +503,9 @@ class DecodePool:
         tail = _tail(w.stderr_path, w.stderr_offset)
         w.conn.close()
         with self._lock:
-            if not self._closed:
-                self._workers[self._workers.index(w)] = _Worker(self, next(self._numbers))
+            self._workers.remove(w)  # `_dispatch` starts a replacement when items wait
         if task is None:
-            log.warning("a %s decode worker %s while idle; replaced it", self.name, how)
+            log.warning("a %s decode worker %s while idle", self.name, how)
             return
         if task.cancelled:
             task._finish(error=_Cancelled())
