@@ -19,7 +19,8 @@ from PIL import Image
 from vidrd_data import manifest as mf
 from vidrd_data import sources
 from vidrd_io.images import open_image
-from vidrd_data.stages.pseudo_video import MotionConfig, draw_motion, output_size, render_pseudo_video
+from vidrd_data.ops.motion import draw_motion, output_size, render_pseudo_video
+from vidrd_data.stages.pseudo_video import MotionConfig
 from vidrd_data.run.runner import run_stage
 
 

@@ -9,7 +9,7 @@
    Also a montage of 30 pieces (0.6–3 s) of the real clips' shots, whose splice times are the ground truth.
 2. Throughput in video-seconds per wall-second with the tiny CLIP of `vidrd-data demo`: decode-only (probe,
    decode, frame changes, sampling), embed-only (the sampled frames, already in memory) and end-to-end (the stage,
-   decoding in its thread while the main one embeds). Target: end-to-end ≥ 0.8 × the slower of the other two.
+   decoding in its decode worker processes while the stage embeds). Target: end-to-end ≥ 0.8 × the slower of the other two.
 
 Other footage: `--videos DIR --cuts cuts.json` with `{"file.mp4": [seconds, ...], ...}`.
 """
@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidrd_data import manifest as mf  # noqa: E402
 from vidrd_data.run.runner import run_stage  # noqa: E402
-from vidrd_data.stages.segment import FrameSampler, cut_scores, manifest_cuts, prepare  # noqa: E402
+from vidrd_data.ops.shots import cut_scores, manifest_cuts  # noqa: E402
+from vidrd_data.stages.segment import prepare  # noqa: E402
+from vidrd_io.sampling import FrameSampler  # noqa: E402
 from vidrd_io.video import probe  # noqa: E402
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
@@ -211,7 +213,7 @@ def throughput_rows(videos: Path, names: list[str], repeats: int, tmp: Path) -> 
          "vidrd histogram": "", "PySceneDetect": "", "target": "", "met": f"{rate['decode']:.1f} video-s/s"},
         {"measure": "throughput, embed only (tiny CLIP, frames in memory)",
          "vidrd histogram": "", "PySceneDetect": "", "target": "", "met": f"{rate['embed']:.1f} video-s/s"},
-        {"measure": "throughput, end to end (tiny CLIP, decode thread + embedding)",
+        {"measure": "throughput, end to end (tiny CLIP, decode worker processes + embedding)",
          "vidrd histogram": "", "PySceneDetect": "", "target": "≥ 0.8 × the slower of the two",
          "met": f"{rate['e2e']:.1f} video-s/s = {rate['e2e'] / slower:.2f}× ({'yes' if rate['e2e'] >= 0.8 * slower else 'NO'})"},
     ]

@@ -321,7 +321,7 @@ def _run_demo(root: Path) -> None:
     table, base = sources.video_folder(root / "long", source_dataset="demo_long")
     stage("long", "videos", {}, table, base, ["long"])
     if (root / "models" / "open_clip").is_dir() and (root / "models" / "minigpt4").is_dir():
-        from vidrd_data.stages.segment import cut_scores, manifest_cuts
+        from vidrd_data.ops.shots import cut_scores, manifest_cuts
         from vidrd_data.stages.segment import prepare as prepare_segment
 
         models = root / "models"

@@ -17,7 +17,8 @@ from tests.conftest import shared_video
 from tests.crash_stage import DieOnWhiteFrames
 from vidrd_data import manifest as mf
 from vidrd_data import sources
-from vidrd_data.stages.caption import CaptionClips, CaptionOptions, ClipDecoder, choose_caption, clip_windows, prepare
+from vidrd_data.ops.clips import choose_caption, clip_windows
+from vidrd_data.stages.caption import CaptionClips, CaptionOptions, ClipDecoder, prepare
 from vidrd_data.run.runner import retry_failed, run_stage
 from vidrd_io.video import VideoError, write_mp4
 
@@ -297,7 +298,9 @@ def test_a_clip_whose_decode_fails_fails_alone_while_the_other_clips_of_its_vide
     statuses = [r["status"] for r in rows]
     assert statuses[:2] == ["ok", "ok"] and statuses[-1] == "failed"
     assert all(r["caption"] for r in rows if r["status"] == "ok")
-    assert all(r["error"].startswith("clip decode failed: InvalidDataError") for r in rows if r["status"] == "failed")
+    # FFmpeg's threaded decoder reports the damage either raw or wrapped by read_frames, depending on timing
+    assert all(r["error"].startswith("clip decode failed: ") and "InvalidDataError" in r["error"]
+               for r in rows if r["status"] == "failed")
     assert len({r["sample_id"] for r in rows}) == 4
 
 

@@ -11,13 +11,8 @@ from cli.data import main
 from tests.conftest import shared_video
 from vidrd_data import manifest as mf
 from vidrd_demo.corpus import write_long_videos
-from vidrd_data.stages.segment import (
-    SegmentOptions,
-    cut_scores,
-    manifest_cuts,
-    prepare,
-    segment_video,
-)
+from vidrd_data.ops.shots import cut_scores, manifest_cuts, segment_video
+from vidrd_data.stages.segment import SegmentOptions, prepare
 from vidrd_data.run.runner import run_stage
 from vidrd_io.video import write_mp4
 
@@ -299,6 +294,34 @@ def test_blip2_captioner_is_accepted_for_segments(tmp_path, long_videos, tiny_mo
     table.write_text(f"path\n{folder / 'long_a.mp4'}\n")
     rows = _run(tmp_path, table, captioner="blip2", blip2=str(tiny_models / "blip2"), caption_frames=2)
     assert len(rows) == 3 and all(r["caption_source"] == "blip2" and r["caption"] for r in rows)
+
+
+def test_segment_captioner_out_of_memory_is_retried_in_halves_with_the_same_captions(tmp_path, long_videos, tiny_models,
+                                                                                    monkeypatch):
+    import torch
+
+    from vidrd_data.models.captioners.blip2 import Blip2Captioner
+
+    folder, _ = long_videos
+    job = prepare(str(folder / "long_a.mp4"), **HISTOGRAM, captioner="blip2", blip2=str(tiny_models / "blip2"),
+                  caption_frames=2)
+
+    def run(name):
+        run_stage(job.stage, job.params, job.inputs, tmp_path / name, root=job.root, input_desc=job.input_desc,
+                  workers=1, progress=False)
+        return mf.Manifest.open(tmp_path / name).read().to_pylist()
+
+    plain = run("plain")
+    real, sizes = Blip2Captioner.generate, []
+
+    def generate_one_at_a_time(self, prepared):
+        sizes.append(len(prepared["pixel_values"]))
+        if len(prepared["pixel_values"]) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return real(self, prepared)
+
+    monkeypatch.setattr(Blip2Captioner, "generate", generate_one_at_a_time)
+    assert run("oom") == plain and max(sizes) > 1 and all(r["status"] == "ok" for r in plain)
 
 
 # ---------------------------------------------------------------- the command

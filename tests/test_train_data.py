@@ -9,7 +9,7 @@ import torch
 
 from tests.train_corpus import CORRUPT_ID, write_corpus
 from vidrd_io.images import open_image
-from vidrd_data.stages.pseudo_video import render_pseudo_video
+from vidrd_data.ops.motion import render_pseudo_video
 from vidrd_model.data import (
     IMAGE,
     VIDEO,

@@ -11,7 +11,8 @@ from PIL import Image
 
 from vidrd_data import manifest as mf
 from vidrd_io import fs
-from vidrd_data.stages.pseudo_video import MotionConfig, PseudoVideo, draw_motion
+from vidrd_data.ops.motion import draw_motion
+from vidrd_data.stages.pseudo_video import MotionConfig, PseudoVideo
 from vidrd_data.mix.mix import MIXED_FIELDS
 from vidrd_io.video import write_mp4
 

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from vidrd_io.images import open_image
 from vidrd_data.manifest import Manifest
-from vidrd_data.stages.pseudo_video import MOTION_TYPE, render_pseudo_video
+from vidrd_data.ops.motion import MOTION_TYPE, render_pseudo_video
 from vidrd_io.video import read_frames
 
 log = logging.getLogger(__name__)

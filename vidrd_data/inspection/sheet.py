@@ -63,7 +63,7 @@ def contact_sheet(m: mf.Manifest, out_path: str, samples: int = 8, frames: int =
             sheet.paste(tile, (c * TILE, y))
         kind = row["kind"]
         if kind == "pseudo_video" and row.get("motion"):
-            from vidrd_data.stages.pseudo_video import motion_summary
+            from vidrd_data.ops.motion import motion_summary
 
             kind = f"pseudo_video: {motion_summary(row['motion'])}"
         caption = f"[{kind}] {row.get('caption') or ''}"

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vidrd_data import manifest as mf
+from vidrd_data.run.decode import FAILURES_FILE
 from vidrd_data.run.executors import EXECUTORS, execute
 from vidrd_data.run.shard import ShardTask
 from vidrd_data.run.stage import RunnerError, stage_class
@@ -56,7 +57,7 @@ def _fingerprint(inputs: pa.Table, stage_name: str, params: dict, shard_size: in
 
 def _our_file(name: str) -> bool:
     return (
-        name in (mf.MANIFEST_FILE, mf.INPUTS_FILE)
+        name in (mf.MANIFEST_FILE, mf.INPUTS_FILE, FAILURES_FILE)
         or bool(mf.PART_RE.match(name))
         or (name.startswith("part-") and name.endswith(".stats.json"))
         or (name.startswith(".") and name.endswith(".tmp"))

@@ -9,8 +9,9 @@ frames really are; a clip's span is whole frames `[start_frame, end_frame)` and 
 records `caption_source="blip2"` and, in the `captioning` struct, the model, the prompt, the frames used and their
 captions.
 
-Probing, decoding and the captioner's image preprocessing run in decode worker processes (`ClipDecoder`), a few
-batches ahead of the model, so the model does not wait for the decoder (`CaptionClips.process_many`).
+Probing, decoding and the captioner's image preprocessing run in the supervised decode worker processes of
+`run/decode.py` (`ClipDecoder`), a few batches ahead of the model, so the model does not wait for the decoder
+(`CaptionClips.process_many`), and a decoder that crashes or hangs on a file fails that file's row only.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ import string
 import threading
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -37,14 +36,17 @@ import pyarrow as pa
 from vidrd_data import manifest as mf
 from vidrd_data import sources
 from vidrd_data.manifest import make_sample_id
-from vidrd_data.run.stage import Stage, StageJob
+from vidrd_data.ops.clips import (FRAME_POLICIES, Clip, choose_caption, clip_windows, frame_groups, frame_times,
+                                  input_span)
+from vidrd_data.models.batches import outputs_in_halves
+from vidrd_data.run.decode import DEFAULT_TIMEOUT_S, DecodeTimeout, DecoderCrashed, FailureLog, cores, \
+    init_one_torch_thread, make_pool
+from vidrd_data.run.stage import Stage, StageAbort, StageJob
 from vidrd_data.sources import InputError, humanize_label
 from vidrd_io.video import VideoError, VideoInfo, open_video, read_frames
 
 log = logging.getLogger(__name__)
 
-FRAME_POLICIES = ("middle", "longest", "concat")
-CONCAT_SEPARATOR = "; "
 PROMPT_FIELDS = ("label",)
 
 CAPTIONING = pa.struct(
@@ -125,72 +127,6 @@ class CaptionOptions:
         return {name for _, name, _, _ in string.Formatter().parse(self.prompt) if name is not None}
 
 
-# ---------------------------------------------------------------- clips and frames
-
-
-@dataclass
-class Clip:
-    """One clip of a video: whole frames `[start_frame, end_frame)` and the frames to caption."""
-
-    start_frame: int
-    end_frame: int
-    start_time: float
-    end_time: float
-    frame_times: list[float]
-    captions: list[str | None] = field(default_factory=list)
-    error: str | None = None
-
-
-def clip_windows(
-    timestamps: np.ndarray, duration: float, span: tuple[float, float], options: CaptionOptions
-) -> list[tuple[int, int]]:
-    """Return the clips of `span` as frame ranges `[start, end)`, each window snapped to the frames inside it.
-
-    Windows are `clip_seconds` long every `stride_seconds`; without `clip_seconds`, the whole span when it is at most
-    `max_seconds`, else non-overlapping `max_seconds` windows. Clips shorter than `min_seconds` or than 2 frames are
-    skipped.
-    """
-    start, end = span
-    if options.clip_seconds is not None:
-        length, stride = options.clip_seconds, options.stride_seconds or options.clip_seconds
-    elif end - start <= options.max_seconds:
-        length = stride = end - start
-    else:
-        length = stride = options.max_seconds
-    eps = 1e-6
-    n = len(timestamps)
-    windows: list[tuple[int, int]] = []
-    t0 = start
-    while t0 < end - eps:
-        t1 = min(t0 + length, end)
-        first = int(np.searchsorted(timestamps, t0 - eps, side="left"))
-        stop = int(np.searchsorted(timestamps, t1 - eps, side="left"))
-        clip_end_time = float(timestamps[stop]) if stop < n else duration
-        if stop - first >= 2 and clip_end_time - float(timestamps[first]) >= options.min_seconds - eps:
-            if not windows or windows[-1] != (first, stop):
-                windows.append((first, stop))
-        if t1 >= end - eps:
-            break
-        t0 += stride
-    return windows
-
-
-def frame_times(timestamps: np.ndarray, first: int, stop: int, clip_start: float, clip_end: float, k: int) -> list[float]:
-    """Return the start times of the frames shown at the centres of k equal parts of a clip (unique, in order)."""
-    targets = clip_start + (np.arange(k) + 0.5) * (clip_end - clip_start) / k
-    indices = np.clip(np.searchsorted(timestamps, targets + 1e-6, side="right") - 1, first, stop - 1)
-    return [float(timestamps[i]) for i in np.unique(indices)]
-
-
-def choose_caption(captions: list[str], policy: str) -> str:
-    """Return the clip's caption from its frames' captions: the middle one, the longest, or the unique ones joined."""
-    if policy == "middle":
-        return captions[len(captions) // 2]
-    if policy == "longest":
-        return max(captions, key=len)  # the first of equally long ones
-    return CONCAT_SEPARATOR.join(dict.fromkeys(c for c in captions if c))
-
-
 # ---------------------------------------------------------------- the pipeline's messages (decoder → model)
 
 
@@ -233,19 +169,6 @@ class _Stopped(Exception):
 _END = object()
 
 
-def frame_groups(clips: list[Clip], size: int) -> list[list[int]]:
-    """Return the clip numbers in consecutive groups of at most `size` frames (a bigger clip is a group alone)."""
-    groups: list[list[int]] = [[]]
-    frames = 0
-    for clip_no, clip in enumerate(clips):
-        if groups[-1] and frames + len(clip.frame_times) > size:
-            groups.append([])
-            frames = 0
-        groups[-1].append(clip_no)
-        frames += len(clip.frame_times)
-    return groups
-
-
 @dataclass
 class ClipDecoder:
     """Plans rows into clips, decodes their frames and turns them into model inputs: the stage's work that runs
@@ -258,6 +181,10 @@ class ClipDecoder:
 
     def resolve(self, path: str | None) -> str | None:
         return mf.resolve(path, self.root)
+
+    def path_of(self, row: dict) -> str | None:
+        """Return the file a row's decode reads (the failure log's key)."""
+        return self.resolve(row["source_path"]) if row.get("source_path") else None
 
     def plan(self, index: int, row: dict) -> tuple[_Planned, Callable[[list[float]], np.ndarray]]:
         """Return the clips of one input row with the times of the frames to caption, and the opened video's reader."""
@@ -275,7 +202,7 @@ class ClipDecoder:
         # decord's times are float32: round off their noise (a microsecond is finer than any stream's time base)
         timestamps = np.asarray(info.timestamps, dtype=float).round(6)
         info.duration = round(info.duration, 6)
-        span = _input_span(row) or (0.0, info.duration)
+        span = input_span(row) or (0.0, info.duration)
         if None in span or span[1] <= span[0]:
             raise ValueError(f"span needs a start before its end, got start={span[0]} end={span[1]}")
         start, end = max(span[0], 0.0), min(span[1], info.duration)
@@ -351,6 +278,7 @@ class CaptionClips(Stage):
     kind = "video_clip"
     speed_options = frozenset({"batch_size", "prefetch_batches", "decode_workers", "decode_in"})
     fields = [pa.field("captioning", CAPTIONING)]
+    decode_timeout_s = DEFAULT_TIMEOUT_S  # one row's probe and first clips, or one group of clips
 
     def __init__(self, **params: Any):
         super().__init__(**params)
@@ -387,7 +315,7 @@ class CaptionClips(Stage):
     def input_sample_id(self, row: dict) -> str:
         """Return the id of the failed row standing for an input: its source and, when given, its span (ms)."""
         source = row.get("source_path") or f"input:{row['input_row']}"
-        span = _input_span(row)
+        span = input_span(row)
         span = None if span is None else [None if t is None else round(t, 3) for t in span]
         return make_sample_id(self.kind, row.get("source_dataset"), source, span)
 
@@ -464,8 +392,8 @@ class CaptionClips(Stage):
         if self.options.decode_workers:
             return self.options.decode_workers
         if self.captioner is not None and self.captioner.device.type == "cuda":
-            return max(1, min(8, _cores() - 1))
-        return max(1, _cores() // 3)
+            return max(1, min(8, cores() - 1))
+        return max(1, cores() // 3)
 
     def decoder(self) -> ClipDecoder:
         """Return what the decode workers run: this stage's planning, decoding and the captioner's image step."""
@@ -475,21 +403,12 @@ class CaptionClips(Stage):
             self._decoder = ClipDecoder(self.options, self.root, self.captioner.image_inputs())
         return self._decoder
 
-    def _decode_pool(self, renew: bool = False):
-        """Return the decode workers' pool (kept for the stage's life: starting a process costs a second or two);
-        `renew` replaces a broken one."""
-        if renew and self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+    def _decode_pool(self):
+        """Return the decode workers' pool (kept for the stage's life: starting a process costs a second or two)."""
         if self._pool is None:
-            workers = self.decode_workers
-            if self.options.decode_in == "threads":
-                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="caption-decode")
-            else:
-                import multiprocessing as mp
-
-                self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                                 initializer=_init_decode_worker, initargs=(os.getpid(),))
+            self._pool = make_pool(self.decode_workers, self.options.decode_in, name="caption",
+                                   timeout_s=self.decode_timeout_s, initializer=init_one_torch_thread)
+        self._pool.failures = FailureLog(self.work_dir)
         return self._pool
 
     @contextmanager
@@ -503,7 +422,7 @@ class CaptionClips(Stage):
         # torch's intra-op threads spin-wait: on a busy machine a model sharing every core with the decoders runs
         # several times slower than one given the rest.
         previous = torch.get_num_threads()
-        torch.set_num_threads(max(1, _cores() - self.decode_workers))
+        torch.set_num_threads(max(1, cores() - self.decode_workers))
         try:
             yield
         finally:
@@ -552,19 +471,23 @@ class CaptionClips(Stage):
         return planned.error if planned.error is not None else self.rows_of(row, planned)
 
     def _caption_batch(self, batch: _Batch, planned: dict[int, _Planned], remaining: dict[int, int]) -> None:
-        error = batch.error
-        captions: list[str] = []
-        if error is None:
+        """Caption one batch; out of GPU memory, in halves (a frame that does not fit alone fails its clip); a lost
+        device stops the stage (`StageAbort`); any other model error fails this batch's clips."""
+        n = len(batch.refs)
+        captions: list = [batch.error] * n
+        if batch.error is None:
             try:
-                captions = self.captioner.generate(batch.prepared)
-            except Exception as exc:  # noqa: BLE001 - e.g. out of memory: fail this batch's clips, go on
-                error = exc
-        for i, (index, clip_no, frame_no) in enumerate(batch.refs):
+                captions = outputs_in_halves(lambda a, b: self.captioner.generate(_batch_rows(batch.prepared, a, b)), n)
+            except StageAbort:
+                raise
+            except Exception as exc:  # noqa: BLE001 - fails this batch's clips, the stage goes on
+                captions = [exc] * n
+        for caption, (index, clip_no, frame_no) in zip(captions, batch.refs):
             clip = planned[index].clips[clip_no]
-            if error is not None:
-                clip.error = clip.error or f"captioning failed: {type(error).__name__}: {error}"
+            if isinstance(caption, BaseException):
+                clip.error = clip.error or f"captioning failed: {type(caption).__name__}: {caption}"
             else:
-                clip.captions[frame_no] = captions[i]
+                clip.captions[frame_no] = caption
             remaining[index] -= 1
 
     def _decode_ahead(self, rows: list[dict], messages: queue.Queue, slots: threading.Semaphore, stop: threading.Event):
@@ -602,33 +525,16 @@ class CaptionClips(Stage):
                     if len(pixels) == self.options.batch_size:
                         flush()
 
-        def submit(fn, *args) -> tuple[Any, Any]:
-            pool = self._decode_pool()
-            return pool, pool.submit(fn, *args)
-
-        def result(task: tuple[Any, Any], fn, *args):
-            """A worker's answer. When a worker died (a decoder crashing on a malformed file, say), every task of
-            its pool fails: the pool is renewed and each task tried again; a second death is the task's own (the
-            pool it broke is renewed for the others) and raises BrokenProcessPool."""
-            for attempt in range(2):
-                pool, future = task
-                try:
-                    return future.result()
-                except BrokenProcessPool:
-                    if pool is self._pool:
-                        log.warning("a caption decode worker died; renewing the pool")
-                        self._decode_pool(renew=True)
-                    if attempt == 1:
-                        raise
-                task = submit(fn, *args)
-
+        pool = self._decode_pool()
+        ahead: deque = deque()  # (index, row, task): rows being planned and decoded, in input order
+        later: deque = deque()  # (group, task): a long video's further groups of clips
         try:
             upcoming = iter(enumerate(rows))
-            ahead: deque = deque()  # (index, row, task): rows being planned and decoded, in input order
 
             def top_up() -> None:
                 while len(ahead) < 2 * workers and (item := next(upcoming, None)) is not None:
-                    ahead.append((*item, submit(decoder.plan_and_decode_first, *item)))
+                    task = pool.submit(decoder.plan_and_decode_first, *item, path=decoder.path_of(item[1]))
+                    ahead.append((*item, task))
 
             top_up()
             while ahead:
@@ -636,27 +542,27 @@ class CaptionClips(Stage):
                     raise _Stopped
                 index, row, task = ahead.popleft()
                 try:
-                    planned, groups, first = result(task, decoder.plan_and_decode_first, index, row)
-                except BrokenProcessPool:
-                    planned, groups, first = _Planned(index, error=VideoError("the decoder crashed on this file")), [], []
+                    planned, groups, first = task.result()
+                except (DecoderCrashed, DecodeTimeout) as exc:  # the decoder died or hung on this file
+                    planned, groups, first = _Planned(index, error=exc), [], []
                 top_up()
                 messages.put(planned)
                 if planned.error is not None:
                     continue
                 add(planned, groups[0], first)
                 # A long video's further clips: decoded a few groups at a time, so its frames never all sit in memory.
-                path = decoder.resolve(row["source_path"])
-                later: deque = deque()
+                path = decoder.path_of(row)
 
                 def collect(group: list[int], task) -> None:
                     try:
-                        decoded = result(task, decoder.decode, path, [planned.clips[c] for c in group])
-                    except BrokenProcessPool:
-                        decoded = ["the decoder crashed on this clip"] * len(group)
+                        decoded = task.result()
+                    except (DecoderCrashed, DecodeTimeout) as exc:
+                        decoded = [f"clip decode failed: {exc}"] * len(group)
                     add(planned, group, decoded)
 
                 for group in groups[1:]:
-                    later.append((group, submit(decoder.decode, path, [planned.clips[c] for c in group])))
+                    clips = [planned.clips[c] for c in group]
+                    later.append((group, pool.submit(decoder.decode, path, clips, path=path)))
                     if len(later) >= workers:
                         collect(*later.popleft())
                 while later:
@@ -668,29 +574,14 @@ class CaptionClips(Stage):
             pass
         except BaseException as exc:  # noqa: BLE001 - hand any bug to the consumer rather than hang it
             messages.put(_Crash(exc))
+        finally:
+            for *_, task in (*ahead, *later):
+                task.cancel()
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _init_decode_worker(parent: int) -> None:
-    """A decode worker: one torch thread (the image processor's tensors), and gone when its stage's process is."""
-    import torch
-
-    from vidrd_data.run.executors import exit_with_parent
-
-    torch.set_num_threads(1)
-    threading.Thread(target=exit_with_parent, args=(parent,), daemon=True).start()
-
-
-def _input_span(row: dict) -> tuple[float, float] | None:
-    """Return the input row's `(start_time, end_time)` when it gives either, else None (NaN counts as missing)."""
-    start, end = (row.get(k) for k in ("start_time", "end_time"))
-    start, end = (None if t is None or t != t else float(t) for t in (start, end))
-    if start is None and end is None:
-        return None
-    return start, end
+def _batch_rows(prepared, start: int, stop: int):
+    """Return rows `[start, stop)` of a batch of model inputs (a dict of tensors or lists, e.g. `BatchFeature`)."""
+    return type(prepared)({key: value[start:stop] for key, value in prepared.items()})
 
 
 def prepare(

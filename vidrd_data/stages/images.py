@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
+from vidrd_data import manifest as mf
 from vidrd_data.manifest import make_sample_id
+from vidrd_data.run.decode import DecodesRows
 from vidrd_data.run.stage import Stage, StageJob
 from vidrd_io.images import open_image
 
 
-class ImageIngest(Stage):
-    """Check each image decodes and has a non-empty caption; record its size."""
+@dataclass
+class ImageSize:
+    """What the decode workers run for a row: open its image (the whole decode) and return its upright size."""
+
+    root: str | None
+
+    def __call__(self, row: dict) -> tuple[int, int]:
+        if not row.get("source_path"):
+            raise ValueError("no image path")
+        return open_image(mf.resolve(row["source_path"], self.root)).size
+
+
+class ImageIngest(DecodesRows, Stage):
+    """Check each image decodes (in a decode worker process) and has a non-empty caption; record its size."""
 
     name = "images"
     kind = "image"
@@ -19,13 +34,16 @@ class ImageIngest(Stage):
         source = row.get("source_path") or f"input:{row['input_row']}"
         return make_sample_id(self.kind, row.get("source_dataset"), source, variant=(row.get("caption") or "").strip())
 
+    def row_decoder(self) -> ImageSize:
+        return ImageSize(self.root)
+
     def process(self, row: dict) -> list[dict]:
         if not row.get("source_path"):
             raise ValueError("no image path")
         caption = (row.get("caption") or "").strip()
         if not caption:
             raise ValueError("empty caption")
-        image = open_image(self.resolve(row["source_path"]))
+        width, height = self.decoded(row)
         return [
             {
                 "sample_id": self.input_sample_id(row),
@@ -35,8 +53,8 @@ class ImageIngest(Stage):
                 "caption_source": row.get("caption_source") or "original",
                 "label": row.get("label"),
                 "num_frames": 1,
-                "width": image.width,
-                "height": image.height,
+                "width": width,
+                "height": height,
             }
         ]
 

@@ -1,46 +1,28 @@
-"""Pseudo-videos: seeded camera motion (zoom, pan, both) over a still image.
+"""The `pseudo-video` stage: still images → pseudo-videos, seeded camera motion (zoom, pan, both) over each.
 
 The VidRD paper trains its temporal layers on still images turned into short videos by camera motion.
 A pseudo-video is stored lazily: the manifest row keeps the image and a `motion` struct (two crop boxes
-and an easing), and `render_pseudo_video` turns them into frames whenever they are needed — the trainer,
-`inspect --sheet` and `--materialize` all call it, so what is shown is exactly what trains.
-
-Crop boxes are `(cx, cy, w, h)` in fractions of the (upright) image. Both end boxes lie inside the image,
-and the set of boxes inside the image is convex, so every box between them — every frame — does too:
-no frame ever shows a border.
+and an easing), and `ops.motion.render_pseudo_video` turns them into frames whenever they are needed — the
+trainer, `inspect --sheet` and `--materialize` all call it, so what is shown is exactly what trains. Images are
+opened (and, with `--materialize`, rendered and written) in decode worker processes (`run/decode.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
-from vidrd_io.images import open_image
+from vidrd_data import manifest as mf
 from vidrd_data.manifest import make_sample_id
-from vidrd_data.sources import InputError
+from vidrd_data.ops.motion import (EASINGS, MOTION_TYPE, MOTIONS, draw_motion, output_size, render_pseudo_video,
+                                   sample_seed)
+from vidrd_data.run.decode import DecodesRows
 from vidrd_data.run.stage import Stage, StageJob
-
-MOTIONS = ("zoom_in", "zoom_out", "pan", "diagonal_pan", "zoom_pan")
-EASINGS = ("ease_in_out", "linear")
-DIRECTIONS = {
-    "left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1),
-    "up_left": (-1, -1), "up_right": (1, -1), "down_left": (-1, 1), "down_right": (1, 1),
-}
-
-MOTION_TYPE = pa.struct(
-    [
-        pa.field("type", pa.string()),  # zoom_in | zoom_out | pan_<dir> | zoom_in_pan_<dir> | zoom_out_pan_<dir>
-        pa.field("start_box", pa.list_(pa.float64(), 4)),  # (cx, cy, w, h) as fractions of the image
-        pa.field("end_box", pa.list_(pa.float64(), 4)),
-        pa.field("easing", pa.string()),
-        pa.field("seed", pa.int64()),  # the per-sample seed the motion was drawn from
-    ]
-)
+from vidrd_data.sources import InputError
+from vidrd_io.images import open_image
 
 
 @dataclass
@@ -68,114 +50,28 @@ class MotionConfig:
             raise ValueError(f"easing must be one of {', '.join(EASINGS)}, got {self.easing!r}")
 
 
-def output_size(image_size: tuple[int, int], size: int, aspect: str) -> tuple[int, int]:
-    """Return the (width, height) of the frames: `size` on the short side (`keep`) or square; even numbers."""
-    if aspect == "square":
-        return size, size
-    w, h = image_size
-    long = 2 * round(size * max(w, h) / min(w, h) / 2)
-    return (long, size) if w >= h else (size, long)
+@dataclass
+class OpenImage:
+    """What the decode workers run for a row: open its image and return its upright size and the open's note."""
+
+    root: str | None
+
+    def __call__(self, row: dict) -> tuple[tuple[int, int], str | None]:
+        if not row.get("source_path"):
+            raise ValueError("no image path")
+        image, note = open_image(mf.resolve(row["source_path"], self.root), with_note=True)
+        return image.size, note
 
 
-def sample_seed(seed: int, *identity: str | None) -> int:
-    """Return the per-sample seed: the run's seed mixed with the sample's identity, not its shard or order."""
-    text = "\x1f".join([str(seed), *(i or "" for i in identity)])
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
+def write_pseudo_video(path: str, motion: dict, size: tuple[int, int], frames: int, fps: float, target: str) -> str:
+    """Render a pseudo-video and write it as an mp4 (a decode worker's task for `--materialize`); return `target`."""
+    from vidrd_io.video import write_mp4
+
+    write_mp4(Path(target), render_pseudo_video(open_image(path), motion, size, frames), fps)
+    return target
 
 
-def _fit_box(cx: float, cy: float, w: float, h: float) -> list[float]:
-    """Move a box the least needed to lie inside the unit square (w, h ≤ 1)."""
-    cx = min(max(cx, w / 2), 1 - w / 2)
-    cy = min(max(cy, h / 2), 1 - h / 2)
-    return [cx, cy, w, h]
-
-
-def draw_motion(rng: np.random.Generator, image_size: tuple[int, int], out_size: tuple[int, int], cfg: MotionConfig, seed: int) -> dict:
-    """Draw one motion: its type, start and end crop boxes (inside the image) and easing."""
-    names = [m for m in MOTIONS if cfg.probs.get(m, 0) > 0]
-    weights = np.array([cfg.probs[m] for m in names], dtype=float)
-    kind = names[rng.choice(len(names), p=weights / weights.sum())]
-    W, H = image_size
-    # the widest box with the output's aspect ratio that fits the image, as fractions of the image
-    ratio = (out_size[0] / out_size[1]) / (W / H)
-    full_w, full_h = min(1.0, ratio), min(1.0, 1.0 / ratio)
-    zoom = float(rng.uniform(*cfg.zoom_range))
-    pan = float(rng.uniform(*cfg.pan_range))
-    if kind in ("pan", "diagonal_pan"):
-        direction = str(rng.choice(list(DIRECTIONS)[:4] if kind == "pan" else list(DIRECTIONS)[4:]))
-    elif kind == "zoom_pan":
-        direction = str(rng.choice(list(DIRECTIONS)))
-    else:
-        direction = None
-    if direction is None:  # zoom about a point chosen so the tight box stays inside
-        tight = (full_w / zoom, full_h / zoom)
-        cx, cy = rng.uniform(tight[0] / 2, 1 - tight[0] / 2), rng.uniform(tight[1] / 2, 1 - tight[1] / 2)
-        wide = _fit_box(cx, cy, full_w, full_h)
-        narrow = _fit_box(cx, cy, *tight)
-        start, end = (wide, narrow) if kind == "zoom_in" else (narrow, wide)
-        name = kind
-    else:
-        dx, dy = DIRECTIONS[direction]
-        # the (widest) box must leave room to travel `pan` of the image along each moving axis
-        limits = [1.0 / zoom if kind == "zoom_pan" else 1.0]
-        limits += [(1 - pan) / full for d, full in ((dx, full_w), (dy, full_h)) if d]
-        scale = min(limits)
-        if kind == "zoom_pan":
-            zoom_in = bool(rng.integers(0, 2))
-            boxes = [(full_w * scale, full_h * scale), (full_w * scale / zoom, full_h * scale / zoom)]
-            if not zoom_in:
-                boxes.reverse()
-            name = f"{'zoom_in' if zoom_in else 'zoom_out'}_pan_{direction}"
-        else:
-            boxes = [(full_w * scale, full_h * scale)] * 2
-            name = f"pan_{direction}"
-        # along a still axis the box sits anywhere it fits; along a moving one it travels through the middle
-        bw, bh = boxes[0]
-        cx0 = 0.5 - dx * pan / 2 if dx else float(rng.uniform(bw / 2, 1 - bw / 2))
-        cy0 = 0.5 - dy * pan / 2 if dy else float(rng.uniform(bh / 2, 1 - bh / 2))
-        start = _fit_box(cx0, cy0, *boxes[0])
-        end = _fit_box(cx0 + dx * pan, cy0 + dy * pan, *boxes[1])
-    return {"type": name, "start_box": [float(v) for v in start], "end_box": [float(v) for v in end], "easing": cfg.easing, "seed": seed}
-
-
-def ease(t: np.ndarray, easing: str) -> np.ndarray:
-    """Return eased progress: `ease_in_out` is the cosine ramp (zero speed at both ends), else linear."""
-    return (1 - np.cos(np.pi * t)) / 2 if easing == "ease_in_out" else t
-
-
-def motion_boxes(motion: dict, frames: int) -> np.ndarray:
-    """Return the `(frames, 4)` crop boxes `(cx, cy, w, h)` of a motion, one per frame."""
-    t = ease(np.linspace(0.0, 1.0, frames) if frames > 1 else np.zeros(1), motion.get("easing", "linear"))[:, None]
-    start, end = np.asarray(motion["start_box"], float), np.asarray(motion["end_box"], float)
-    boxes = start + (end - start) * t
-    boxes[:, 2:] = np.clip(boxes[:, 2:], 1e-6, 1.0)
-    boxes[:, :2] = np.clip(boxes[:, :2], boxes[:, 2:] / 2, 1 - boxes[:, 2:] / 2)  # float safety only
-    return boxes
-
-
-def render_pseudo_video(image: Image.Image, motion: dict, size: tuple[int, int] | int, frames: int) -> np.ndarray:
-    """Return the pseudo-video's frames as uint8 `(frames, height, width, 3)`.
-
-    `image` is the upright RGB still (`images.open_image` gives it), `size` the output `(width, height)`
-    (an int means square). Each frame is the motion's crop box at that time, resized with PIL's
-    antialiased bilinear filter; an image far larger than the tightest box is first reduced by an integer
-    factor (same result, much faster).
-    """
-    out_w, out_h = (size, size) if isinstance(size, int) else size
-    boxes = motion_boxes(motion, frames)
-    W, H = image.size
-    factor = int(min(boxes[:, 2].min() * W / out_w, boxes[:, 3].min() * H / out_h))
-    if factor >= 2:
-        image = image.reduce(factor)
-    W, H = image.size
-    out = np.empty((frames, out_h, out_w, 3), np.uint8)
-    for i, (cx, cy, w, h) in enumerate(boxes):
-        box = ((cx - w / 2) * W, (cy - h / 2) * H, (cx + w / 2) * W, (cy + h / 2) * H)
-        out[i] = np.asarray(image.resize((out_w, out_h), Image.BILINEAR, box=box))
-    return out
-
-
-class PseudoVideo(Stage):
+class PseudoVideo(DecodesRows, Stage):
     """Image–text pairs → `kind=pseudo_video` rows with a drawn motion (lazy), optionally materialized to mp4."""
 
     name = "pseudo-video"
@@ -207,6 +103,9 @@ class PseudoVideo(Stage):
         self.max_words = p.get("max_caption_words")
         self.materialize = p.get("materialize")
 
+    def row_decoder(self) -> OpenImage:
+        return OpenImage(self.root)
+
     def _seed(self, row: dict) -> int:
         return sample_seed(self.seed, row.get("source_dataset"), row.get("source_path"), row.get("caption"))
 
@@ -230,8 +129,7 @@ class PseudoVideo(Stage):
         if not row.get("source_path"):
             raise ValueError("no image path")
         caption = self._check_caption(row.get("caption"))
-        image, note = open_image(self.resolve(row["source_path"]), with_note=True)
-        w, h = image.size
+        (w, h), note = self.decoded(row)
         if min(w, h) < self.min_side:
             raise ValueError(f"image is {w}x{h}, short side under --min-side {self.min_side}")
         if max(w, h) / min(w, h) > self.max_aspect:
@@ -260,13 +158,11 @@ class PseudoVideo(Stage):
             "image_note": note,
         }
         if self.materialize:
-            from pathlib import Path
-
-            from vidrd_io.video import write_mp4
-
             target = Path(self.materialize) / f"{out['sample_id']}.mp4"
             if not target.is_file():
-                write_mp4(target, render_pseudo_video(image, motion, (out_w, out_h), self.frames), self.fps)
+                path = self.resolve(row["source_path"])
+                self.decode_pool().submit(write_pseudo_video, path, motion, (out_w, out_h), self.frames, self.fps,
+                                          str(target), path=path).result()
             out["materialized_path"] = str(target)
         return [out]
 
@@ -275,12 +171,6 @@ def render_row(row: dict, path: str) -> np.ndarray:
     """Return the frames of a manifest's `pseudo_video` row (path: the image, resolved)."""
     image = open_image(path)
     return render_pseudo_video(image, row["motion"], (row["width"], row["height"]), row["num_frames"])
-
-
-def motion_summary(motion: dict) -> str:
-    zoom = motion["start_box"][2] / motion["end_box"][2]
-    return f"{motion['type']} (zoom ×{zoom:.2f})" if not math.isclose(zoom, 1.0) else motion["type"]
-
 
 
 def _pairs(value, name: str) -> dict[str, float]:

@@ -21,17 +21,18 @@ The rules, in the order they run (defaults and reasoning in the README, "vidrd-d
 5. trim: `trim` seconds come off both ends; then a segment shorter than `min_seconds` is dropped.
 6. split: a segment longer than `max_seconds` is split into equal parts.
 
-Times and frame numbers come from the stream's timestamps, so variable-frame-rate files are cut where their
-frames really are. Decoding runs in a background thread, ahead of the embedder and the captioner.
+The rules themselves are pure operations in `vidrd_data/ops/shots.py`; the single decoding pass is
+`vidrd_io.sampling.FrameSampler`. Times and frame numbers come from the stream's timestamps, so
+variable-frame-rate files are cut where their frames really are. Decoding runs in the supervised decode worker
+processes of `run/decode.py`, ahead of the embedder and the captioner; a decoder that crashes or hangs on a file
+fails that file's row only.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import queue
-import threading
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,19 +44,19 @@ from PIL import Image
 from vidrd_data import manifest as mf
 from vidrd_data import sources
 from vidrd_data.manifest import make_sample_id
-from vidrd_data.run.stage import Stage, StageJob
+from vidrd_data.models.batches import outputs_in_halves
+from vidrd_data.ops.clips import input_span
+from vidrd_data.ops.shots import EPS, Segmentation, caption_times, provenance, segment_video
+from vidrd_data.run.decode import DEFAULT_TIMEOUT_S, DecodePool, FailureLog, cores
+from vidrd_data.run.stage import Stage, StageAbort, StageJob
 from vidrd_data.sources import InputError
+from vidrd_io.sampling import FrameSampler, SampledChunk
 from vidrd_io.video import VIDEO_EXTENSIONS, VideoError, VideoInfo, open_container, probe, read_frames
 
 log = logging.getLogger(__name__)
 
 CAPTIONERS = ("minigpt4", "blip2", "none")
 CAPTION_SEPARATOR = "; "
-# The frame change is measured on frames about this tall (short side), whatever size the embedder wants, so
-# `frame_change` means the same for every embedder; a mean over pixels barely moves between 36 and 144 rows.
-CHANGE_SHORT_SIDE = 36
-CHUNK_FRAMES = 64  # frames per decoded batch
-EPS = 1e-6
 
 SEGMENTATION = pa.struct(
     [
@@ -159,409 +160,12 @@ class SegmentOptions:
         )
 
 
-# ---------------------------------------------------------------- decoding: frame changes and sampled frames
-
-
-def hsv(frames: np.ndarray) -> np.ndarray:
-    """Return uint8 RGB frames `(n, H, W, 3)` as uint8 HSV (PIL's scale: every channel in [0, 255])."""
-    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(f)).convert("HSV")) for f in frames])
-
-
-def frame_changes(hsv_frames: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
-    """Return each frame's mean absolute HSV difference from the frame before it (0 for the very first).
-
-    The scale is PySceneDetect ContentDetector's `content_val` (hue in [0, 180), as OpenCV's), whose default
-    cut threshold is 27.
-    """
-    n = len(hsv_frames)
-    flat = hsv_frames.reshape(n, -1, 3)
-    before = np.concatenate([flat[:1] if previous is None else previous.reshape(1, -1, 3), flat[:-1]])
-    difference = np.maximum(flat, before) - np.minimum(flat, before)  # |a - b| without leaving uint8
-    per_channel = difference.sum(axis=1, dtype=np.int64) / flat.shape[1]
-    return per_channel @ np.array([180.0 / 256.0, 1.0, 1.0]) / 3.0
-
-
-@dataclass
-class SampledChunk:
-    """A run of decoded frames: their timestamps and changes, and those of them sampled for embedding."""
-
-    timestamps: np.ndarray  # (n,) seconds, from the stream
-    changes: np.ndarray  # (n,) see `frame_changes`
-    sample_positions: np.ndarray  # positions within this chunk of the sampled frames
-    samples: np.ndarray  # uint8 (k, H, W, 3) the sampled frames, short side ≈ the embedder's frame size
-
-
-def decode_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """Return an even (width, height) whose short side is `short_side` (never larger than the video's own)."""
-    scale = min(1.0, short_side / min(width, height))
-    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
-
-
-class TruncatedVideo(VideoError):
-    """Decoding stopped part-way through the file."""
-
-
-class FrameSampler:
-    """Decodes a video once, in order and in chunks: every frame's change, and the frames at `sample_fps`.
-
-    Every frame must be decoded anyway (a cut can fall on any of them), so this is one sequential PyAV pass:
-    threaded, without H.264's deblocking filter (invisible at the sizes measured here) and with one scaler for the
-    whole video; measured faster than decord's batched reads (README, "vidrd-data segment"). Files PyAV cannot open
-    go through decord, which bundles another FFmpeg build. A sample is the first frame whose timestamp reaches each
-    tick `start + j / sample_fps`; timestamps are the stream's, on the probe's time axis.
-    """
-
-    def __init__(self, sample_fps: float, frame_size: int, chunk_frames: int = CHUNK_FRAMES):
-        self.step = 1.0 / sample_fps
-        self.frame_size = frame_size
-        self.chunk_frames = chunk_frames
-
-    def chunks(self, path: str, info: VideoInfo, first: int, stop: int, start_time: float) -> Iterator[SampledChunk]:
-        """Yield the chunks of frames `[first, stop)` (indices into `info.timestamps`)."""
-        width, height = decode_size(info.width, info.height, self.frame_size)
-        stop_time = float(info.timestamps[stop]) if stop < info.num_frames else None
-        try:
-            clock = info.timestamps if info.timestamp_source == "index" else None  # frame.pts unusable: count
-            frames = self._pyav(path, start_time, stop_time, width, height, float(info.timestamps[0]), clock)
-            head = next(frames, None)
-        except TruncatedVideo:
-            raise
-        except Exception as exc:  # noqa: BLE001 - PyAV cannot open this file; decord may
-            if info.rotation % 360:
-                raise VideoError(f"cannot decode video: {exc}") from None  # decord cannot rotate scaled frames
-            log.debug("PyAV cannot decode %s (%s); trying decord", path, exc)
-            frames = self._decord(path, info, first, stop, width, height)
-            head = next(frames, None)
-        if head is None:
-            raise VideoError("no frame decodes in the span")
-        yield from self._sample(_prepend(head, frames), start_time)
-
-    def _sample(self, batches, start_time: float) -> Iterator[SampledChunk]:
-        next_tick = start_time
-        previous = None
-        stride = None
-        for timestamps, frames in batches:
-            if stride is None:
-                stride = max(1, round(min(frames.shape[1:3]) / CHANGE_SHORT_SIDE))
-            converted = hsv(frames[:, ::stride, ::stride])
-            changes = frame_changes(converted, previous)
-            previous = converted[-1]
-            positions = []
-            for i, t in enumerate(timestamps):
-                if t >= next_tick - EPS:
-                    positions.append(i)
-                    next_tick += self.step * max(1, math.floor((t - next_tick + EPS) / self.step) + 1)
-            positions = np.asarray(positions, dtype=np.int64)
-            yield SampledChunk(np.asarray(timestamps, float), changes, positions, frames[positions])
-
-    def _pyav(self, path, start_time: float, stop_time: float | None, width: int, height: int, origin_time: float,
-              clock=None):
-        import av
-        from av.video.reformatter import VideoReformatter
-
-        reformatter = VideoReformatter()  # one scaler for the whole video: building one per frame costs more
-        with open_container(path) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            stream.codec_context.options = {"skip_loop_filter": "all"}
-            times, frames, origin, decoded = [], [], None, 0
-            try:
-                for frame in container.decode(stream):
-                    if clock is not None:  # the probe's frame-index times, by position in the decode order
-                        t = float(clock[min(decoded, len(clock) - 1)])
-                    elif frame.pts is None:
-                        continue
-                    else:
-                        t = float(frame.pts * stream.time_base)
-                        origin = t if origin is None else origin
-                        t += origin_time - origin
-                    decoded += 1
-                    if t < start_time - EPS:
-                        continue
-                    if stop_time is not None and t >= stop_time - EPS:
-                        break
-                    rotation = int(getattr(frame, "rotation", 0) or 0)
-                    size = (height, width) if rotation % 180 else (width, height)
-                    image = reformatter.reformat(
-                        frame, width=size[0], height=size[1], format="rgb24", interpolation="AREA"
-                    ).to_ndarray()
-                    # PyAV reports the display matrix angle counter-clockwise; rot90 counts CCW turns.
-                    frames.append(np.ascontiguousarray(np.rot90(image, k=(rotation // 90) % 4)))
-                    times.append(t)
-                    if len(frames) == self.chunk_frames:
-                        yield np.asarray(times), np.stack(frames)
-                        times, frames = [], []
-            except av.error.FFmpegError as exc:
-                if not decoded:
-                    raise
-                raise TruncatedVideo(f"truncated or corrupt: decoding stopped after {decoded} frames ({exc})") from None
-            if frames:
-                yield np.asarray(times), np.stack(frames)
-
-    def _decord(self, path, info: VideoInfo, first: int, stop: int, width: int, height: int):
-        import decord
-
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0, width=width, height=height)
-        if len(reader) != info.num_frames:
-            raise VideoError(f"decord sees {len(reader)} frames, the probe {info.num_frames}")
-        timestamps = np.asarray(info.timestamps, dtype=float)
-        for begin in range(first, stop, self.chunk_frames):
-            end = min(stop, begin + self.chunk_frames)
-            try:
-                batch = reader.get_batch(list(range(begin, end))).asnumpy()
-            except Exception as exc:  # noqa: BLE001 - a file that opens but breaks part-way is truncated or corrupt
-                raise TruncatedVideo(f"truncated or corrupt: decoding stopped at frame {begin} of {info.num_frames} ({exc})")
-            yield timestamps[begin:end], batch
-
-
-def _prepend(head, rest):
-    yield head
-    yield from rest
-
-
-# ---------------------------------------------------------------- cut and stitch
-
-
-@dataclass(frozen=True)
-class Boundary:
-    """A shot change at `frame` (the first frame of the new shot) and the similarity of the samples around it."""
-
-    frame: int
-    similarity: float
-
-
-@dataclass
-class Segment:
-    """Frames `[start, stop)` of the decoded span, with the cuts bounding it (frame, similarity; None: no cut)."""
-
-    start: int
-    stop: int
-    start_cut: int | None
-    end_cut: int | None
-    start_similarity: float | None
-    end_similarity: float | None
-    rules: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Segmentation:
-    """What the rules made of one video: its sampled frames' similarities, kept segments and drop counts."""
-
-    timestamps: np.ndarray
-    end_time: float
-    sample_frames: np.ndarray
-    embeddings: np.ndarray
-    similarities: np.ndarray  # of consecutive samples
-    segments: list[Segment]
-    cuts: list[Boundary]
-    kept_inside: dict[str, list[Boundary]]  # shot changes that are not cuts, by the rule that kept them inside
-    dropped: dict[str, int]
-
-    def time(self, frame: int) -> float:
-        return float(self.timestamps[frame]) if frame < len(self.timestamps) else self.end_time
-
-    def samples_in(self, segment: Segment) -> np.ndarray:
-        """Return the indices (into `sample_frames`) of the samples inside `segment`."""
-        lo, hi = np.searchsorted(self.sample_frames, [segment.start, segment.stop], side="left")
-        return np.arange(lo, hi)
-
-
-def shot_changes(changes: np.ndarray, sample_frames: np.ndarray, frame_change: float) -> list[tuple[int, int]]:
-    """Return (frame, sample pair j) of each sampled-frame interval's largest frame change ≥ `frame_change`.
-
-    Interval j holds the frames after sample j up to and including sample j + 1.
-    """
-    found = []
-    for j in range(len(sample_frames) - 1):
-        a, b = int(sample_frames[j]), int(sample_frames[j + 1])
-        k = a + 1 + int(np.argmax(changes[a + 1 : b + 1]))
-        if changes[k] >= frame_change:
-            found.append((k, j))
-    return found
-
-
-def cut_and_merge(
-    changes: np.ndarray,
-    sample_frames: np.ndarray,
-    similarities: np.ndarray,
-    threshold: float,
-    frame_change: float,
-    min_shot_frames: int,
-) -> tuple[list[Boundary], dict[str, list[Boundary]]]:
-    """Return the cuts and the shot changes not cut, by rule.
-
-    A shot change is cut when the samples around it are dissimilar (< threshold) and it comes at least
-    `min_shot_frames` after the previous cut (or the span's start); otherwise it is kept inside a segment, as
-    `merge` (similar samples: stitched) or `min_shot` (too close to the previous cut).
-    """
-    cuts: list[Boundary] = []
-    kept_inside: dict[str, list[Boundary]] = {"merge": [], "min_shot": []}
-    for frame, j in shot_changes(changes, sample_frames, frame_change):
-        boundary = Boundary(frame, float(similarities[j]))
-        if boundary.similarity >= threshold:
-            kept_inside["merge"].append(boundary)
-        elif frame - (cuts[-1].frame if cuts else 0) < min_shot_frames:
-            kept_inside["min_shot"].append(boundary)
-        else:
-            cuts.append(boundary)
-    return cuts, kept_inside
-
-
-def segments_between(num_frames: int, cuts: list[Boundary], kept_inside: dict[str, list[Boundary]]) -> list[Segment]:
-    """Return the segments between consecutive cuts, each recording the rules that kept a shot change inside it."""
-    edges = [Boundary(0, math.nan), *cuts, Boundary(num_frames, math.nan)]
-    segments = []
-    for left, right in zip(edges, edges[1:]):
-        rules = ["cut"] + [rule for rule, inside in kept_inside.items()
-                           if any(left.frame < b.frame < right.frame for b in inside)]
-        starts_at_cut, ends_at_cut = left.frame > 0, right.frame < num_frames
-        segments.append(
-            Segment(left.frame, right.frame, left.frame if starts_at_cut else None,
-                    right.frame if ends_at_cut else None, left.similarity if starts_at_cut else None,
-                    right.similarity if ends_at_cut else None, rules)
-        )
-    return segments
-
-
-def is_transition(seg: Segmentation, segment: Segment, threshold: float) -> bool:
-    """A transition: its first and last sampled frames are less similar than `threshold`."""
-    inside = seg.samples_in(segment)
-    return len(inside) >= 2 and float(seg.embeddings[inside[0]] @ seg.embeddings[inside[-1]]) < threshold
-
-
-def is_static(seg: Segmentation, segment: Segment, threshold: float) -> bool:
-    """Near-static: every sampled frame, and the last against the first, at least `threshold` similar."""
-    inside = seg.samples_in(segment)
-    if len(inside) < 2:
-        return False
-    consecutive = seg.similarities[inside[0] : inside[-1]]
-    return float(consecutive.min()) >= threshold and float(seg.embeddings[inside[0]] @ seg.embeddings[inside[-1]]) >= threshold
-
-
-def trim_ends(seg: Segmentation, segment: Segment, seconds: float) -> Segment:
-    """Return the segment without the frames shown in its first and last `seconds`."""
-    if seconds <= 0:
-        return segment
-    start_time, end_time = seg.time(segment.start) + seconds, seg.time(segment.stop) - seconds
-    start = int(np.searchsorted(seg.timestamps, start_time - EPS, side="left"))
-    stop = int(np.searchsorted(seg.timestamps, end_time - EPS, side="left"))
-    return Segment(start, max(start, stop), segment.start_cut, segment.end_cut, segment.start_similarity,
-                   segment.end_similarity, [*segment.rules, "trim"])
-
-
-def split_evenly(seg: Segmentation, segment: Segment, max_seconds: float) -> list[Segment]:
-    """Return the segment cut into the fewest equal parts no longer than `max_seconds` (whole frames)."""
-    start_time, end_time = seg.time(segment.start), seg.time(segment.stop)
-    parts = math.ceil((end_time - start_time) / max_seconds - EPS)
-    if parts <= 1:
-        return [segment]
-    ticks = start_time + (end_time - start_time) * np.arange(1, parts) / parts
-    inner = np.searchsorted(seg.timestamps, ticks - EPS, side="left").tolist()
-    edges = [segment.start, *[f for f in inner if segment.start < f < segment.stop], segment.stop]
-    return [
-        Segment(a, b, segment.start_cut if a == segment.start else None, segment.end_cut if b == segment.stop else None,
-                segment.start_similarity if a == segment.start else None,
-                segment.end_similarity if b == segment.stop else None, [*segment.rules, "split"])
-        for a, b in zip(edges, edges[1:])
-    ]
-
-
-def segment_video(
-    timestamps: np.ndarray,
-    end_time: float,
-    changes: np.ndarray,
-    sample_frames: np.ndarray,
-    embeddings: np.ndarray,
-    options: SegmentOptions,
-) -> Segmentation:
-    """Apply the cut and stitch rules (module docstring) to one decoded span; frames are span-relative."""
-    thresholds = options.rule_thresholds()
-    similarities = np.einsum("id,id->i", embeddings[:-1], embeddings[1:]) if len(embeddings) > 1 else np.zeros(0)
-    cuts, kept_inside = cut_and_merge(
-        changes, sample_frames, similarities, thresholds.cut, options.frame_change, options.min_shot_frames
-    )
-    seg = Segmentation(timestamps, end_time, sample_frames, embeddings, similarities, [], cuts, kept_inside, {})
-    dropped = {"transition": 0, "static": 0, "min_seconds": 0}
-    kept = []
-    for segment in segments_between(len(timestamps), cuts, kept_inside):
-        if is_transition(seg, segment, thresholds.transition):
-            dropped["transition"] += 1
-            continue
-        if options.drop_static and is_static(seg, segment, thresholds.static):
-            dropped["static"] += 1
-            continue
-        segment = trim_ends(seg, segment, options.trim)
-        if segment.stop - segment.start < 2 or seg.time(segment.stop) - seg.time(segment.start) < options.min_seconds - EPS:
-            dropped["min_seconds"] += 1
-            continue
-        kept.extend(split_evenly(seg, segment, options.max_seconds))
-    seg.segments = kept
-    seg.dropped = {k: v for k, v in dropped.items() if v}
-    return seg
-
-
-def provenance(seg: Segmentation, segment: Segment) -> dict:
-    """Return the `segmentation` struct of one output row."""
-    inside = seg.samples_in(segment)
-    consecutive = seg.similarities[inside[0] : inside[-1]] if len(inside) >= 2 else np.zeros(0)
-    return {
-        "start_cut_time": None if segment.start_cut is None else seg.time(segment.start_cut),
-        "end_cut_time": None if segment.end_cut is None else seg.time(segment.end_cut),
-        "start_cut_similarity": segment.start_similarity,
-        "end_cut_similarity": segment.end_similarity,
-        "mean_similarity": float(consecutive.mean()) if len(consecutive) else None,
-        "min_similarity": float(consecutive.min()) if len(consecutive) else None,
-        "rules": list(segment.rules),
-        "num_samples": int(len(inside)),
-    }
-
-
-def caption_times(seg: Segmentation, segment: Segment, k: int) -> list[float]:
-    """Return the start times of the frames shown at the centres of k equal parts of the segment (unique)."""
-    start, end = seg.time(segment.start), seg.time(segment.stop)
-    targets = start + (np.arange(k) + 0.5) * (end - start) / k
-    frames = np.clip(np.searchsorted(seg.timestamps, targets + EPS, side="right") - 1, segment.start, segment.stop - 1)
-    return [float(seg.timestamps[f]) for f in np.unique(frames)]
-
-
-def manifest_cuts(rows: list[dict]) -> dict[str, list[float]]:
-    """Return the cut times each source's ok segment rows start or end at (from their `segmentation` struct)."""
-    cuts: dict[str, set[float]] = {}
-    for row in rows:
-        found = cuts.setdefault(row["source_path"], set())
-        if row["status"] != "ok" or not row.get("segmentation"):
-            continue
-        for key in ("start_cut_time", "end_cut_time"):
-            if row["segmentation"][key] is not None:
-                found.add(round(row["segmentation"][key], 6))
-    return {source: sorted(times) for source, times in cuts.items()}
-
-
-def cut_scores(found: list[float], reference: list[float], tolerance: float = 0.5) -> dict:
-    """Return true/false positives, misses, precision, recall and F1 of `found` cuts against `reference` ones.
-
-    A found cut matches at most one reference cut within `tolerance` seconds (closest pairs first).
-    """
-    pairs = sorted((abs(f - r), i, j) for i, f in enumerate(found) for j, r in enumerate(reference)
-                   if abs(f - r) <= tolerance + EPS)
-    used_found, used_reference = set(), set()
-    for _, i, j in pairs:
-        if i not in used_found and j not in used_reference:
-            used_found.add(i), used_reference.add(j)
-    tp = len(used_found)
-    fp, fn = len(found) - tp, len(reference) - tp
-    precision = tp / (tp + fp) if tp + fp else 1.0
-    recall = tp / (tp + fn) if tp + fn else 1.0
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
-
-
-# ---------------------------------------------------------------- the stage
+# ---------------------------------------------------------------- decoding (in the decode workers)
 
 
 @dataclass
 class _Planned:
-    """Decoder → model: input row `index` probed; frames `[first, stop)` of the source will follow."""
+    """Input row `index` probed; frames `[first, stop)` of the source follow, chunk by chunk."""
 
     index: int
     info: VideoInfo
@@ -571,25 +175,59 @@ class _Planned:
 
 
 @dataclass
-class _Decoded:
-    index: int
-    chunk: SampledChunk
+class SpanDecoder:
+    """What the decode workers run for a row (picklable): probe the video, check its span, then decode the span
+    once in chunks of frame changes and sampled frames (`vidrd_io.sampling.FrameSampler`)."""
+
+    options: SegmentOptions
+    root: str | None
+    frame_size: int
+
+    def resolve(self, path: str | None) -> str | None:
+        return mf.resolve(path, self.root)
+
+    def __call__(self, index: int, row: dict) -> Iterator[_Planned | SampledChunk]:
+        """Yield the row's plan, then its chunks."""
+        planned = self.plan(index, row)
+        yield planned
+        sampler = FrameSampler(self.options.sample_fps, self.frame_size)
+        start_time = float(planned.info.timestamps[planned.first])
+        yield from sampler.chunks(self.resolve(row["source_path"]), planned.info, planned.first, planned.stop,
+                                  start_time)
+
+    def plan(self, index: int, row: dict) -> _Planned:
+        """Probe one input video and check that it is long enough to segment; raise with the reason if not."""
+        if not row.get("source_path"):
+            raise ValueError("no video path")
+        path = self.resolve(row["source_path"])
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise VideoError("empty file (0 bytes)")
+        try:
+            info = probe(path)
+        except VideoError as exc:
+            raise VideoError(_why_unreadable(path, exc)) from None
+        if info.num_frames < 2:
+            raise VideoError("single-frame video: nothing to segment")
+        start, end = input_span(row) or (0.0, info.duration)
+        start, end = max(start or 0.0, 0.0), min(info.duration if end is None else end, info.duration)
+        if end <= start:
+            raise ValueError(f"span [{start:.3f}, {end:.3f}] s is empty or outside the video (0 to {info.duration:.3f} s)")
+        if end - start < self.options.min_seconds - EPS:
+            raise ValueError(f"{end - start:.2f} s of video, shorter than --min-seconds {self.options.min_seconds:g}")
+        timestamps = np.asarray(info.timestamps, dtype=float)
+        first = int(np.searchsorted(timestamps, start - EPS, side="left"))
+        stop = int(np.searchsorted(timestamps, end - EPS, side="left"))
+        if stop - first < 2:
+            raise VideoError(f"{stop - first} frame(s) in [{start:.3f}, {end:.3f}] s: nothing to segment")
+        return _Planned(index, info, first, stop, end)
 
 
-@dataclass
-class _Done:
-    index: int
-    error: Exception | None = None
-
-
-@dataclass
-class _Crash:
-    error: BaseException
+# ---------------------------------------------------------------- the stage
 
 
 @dataclass
 class _Video:
-    """What the main thread gathers about one video while its chunks arrive."""
+    """What the stage gathers about one video while its chunks arrive."""
 
     planned: _Planned
     timestamps: list[np.ndarray] = field(default_factory=list)
@@ -607,12 +245,14 @@ class SegmentVideos(Stage):
     kind = "video_clip"
     speed_options = frozenset({"batch_size", "prefetch_chunks"})
     fields = [pa.field("segmentation", SEGMENTATION)]
+    decode_timeout_s = DEFAULT_TIMEOUT_S  # a probe, or one chunk of frames
 
     def __init__(self, **params: Any):
         super().__init__(**params)
         self.options = SegmentOptions(**params)
         self.embedder = None
         self.captioner = None
+        self._pool = None
 
     def setup(self) -> None:
         from vidrd_data.models.embedders import make_embedder
@@ -630,7 +270,7 @@ class SegmentVideos(Stage):
     def input_sample_id(self, row: dict) -> str:
         """Return the id of the failed row standing for an input: its source and, when given, its span (ms)."""
         source = row.get("source_path") or f"input:{row['input_row']}"
-        span = _input_span(row)
+        span = input_span(row)
         return make_sample_id(self.kind, row.get("source_dataset"), source, None if span is None else [
             None if t is None else round(t, 3) for t in span])
 
@@ -640,35 +280,7 @@ class SegmentVideos(Stage):
             raise result
         return result
 
-    # ---------------------------------------------------------------- per video
-
-    def plan(self, index: int, row: dict) -> _Planned:
-        """Probe one input video and check that it is long enough to segment; raise with the reason if not."""
-        if not row.get("source_path"):
-            raise ValueError("no video path")
-        path = self.resolve(row["source_path"])
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
-            raise VideoError("empty file (0 bytes)")
-        try:
-            info = probe(path)
-        except VideoError as exc:
-            raise VideoError(_why_unreadable(path, exc)) from None
-        if info.num_frames < 2:
-            raise VideoError("single-frame video: nothing to segment")
-        start, end = _input_span(row) or (0.0, info.duration)
-        start, end = max(start or 0.0, 0.0), min(info.duration if end is None else end, info.duration)
-        if end <= start:
-            raise ValueError(f"span [{start:.3f}, {end:.3f}] s is empty or outside the video (0 to {info.duration:.3f} s)")
-        if end - start < self.options.min_seconds - EPS:
-            raise ValueError(f"{end - start:.2f} s of video, shorter than --min-seconds {self.options.min_seconds:g}")
-        timestamps = np.asarray(info.timestamps, dtype=float)
-        first = int(np.searchsorted(timestamps, start - EPS, side="left"))
-        stop = int(np.searchsorted(timestamps, end - EPS, side="left"))
-        if stop - first < 2:
-            raise VideoError(f"{stop - first} frame(s) in [{start:.3f}, {end:.3f}] s: nothing to segment")
-        return _Planned(index, info, first, stop, end)
-
-    def rows_of(self, row: dict, planned: _Planned, seg: Segmentation, captions: list[str | None] | None) -> list[dict]:
+    def rows_of(self, row: dict, planned: _Planned, seg: Segmentation, captions: list | None) -> list[dict]:
         """Return the output rows of one segmented input row: one per kept segment."""
         info, source = planned.info, row["source_path"]
         if not seg.segments:
@@ -696,68 +308,116 @@ class SegmentVideos(Stage):
                 "segmentation": {**provenance(seg, segment), "timestamps": info.timestamp_source},
             }
             if captions is not None:
-                if captions[i]:
+                if isinstance(captions[i], BaseException):
+                    error = captions[i]
+                    out.update(status="failed", error=f"captioning failed: {type(error).__name__}: {error}")
+                elif captions[i]:
                     out.update(caption=captions[i], caption_source=self.options.captioner)
                 else:
                     out.update(status="failed", error=f"{self.options.captioner} gave an empty caption")
             outputs.append(out)
         return outputs
 
-    def caption_segments(self, path: str, seg: Segmentation, prompt: str | None) -> list[str | None]:
-        """Return one caption per kept segment: its middle frame's, or its k frames' unique captions joined."""
+    def caption_segments(self, path: str, seg: Segmentation, prompt: str | None) -> list[str | BaseException | None]:
+        """Return one caption per kept segment: its middle frame's, or its k frames' unique captions joined (the
+        frames read in a decode worker); out of GPU memory even one at a time, the error in its place."""
         k = self.options.caption_frames
         times = [caption_times(seg, s, k) for s in seg.segments]
         flat = [t for ts in times for t in ts]
-        images = [Image.fromarray(f) for f in read_frames(path, flat)]
-        texts = self.captioner.caption(images, [prompt] * len(images))
-        captions, offset = [], 0
+        images = [Image.fromarray(f) for f in self._decode_pool().submit(read_frames, path, flat, path=path).result()]
+        prompts = [prompt] * len(images)
+        texts = outputs_in_halves(lambda a, b: self.captioner.caption(images[a:b], prompts[a:b]), len(images))
+        captions: list[str | BaseException | None] = []
+        offset = 0
         for ts in times:
-            mine = [" ".join(t.split()) for t in texts[offset : offset + len(ts)]]
-            captions.append(CAPTION_SEPARATOR.join(dict.fromkeys(c for c in mine if c)) or None)
+            mine = texts[offset : offset + len(ts)]
+            failed = next((t for t in mine if isinstance(t, BaseException)), None)
+            if failed is not None:
+                captions.append(failed)
+            else:
+                mine = [" ".join(t.split()) for t in mine]
+                captions.append(CAPTION_SEPARATOR.join(dict.fromkeys(c for c in mine if c)) or None)
             offset += len(ts)
         return captions
 
     # ---------------------------------------------------------------- the pipeline
 
+    @property
+    def decode_workers(self) -> int:
+        """Decode worker processes: beside a CUDA model all cores but one (at most 8), else a third of the cores."""
+        device = getattr(self.embedder, "device", None)
+        if device is not None and device.type == "cuda":
+            return max(1, min(8, cores() - 1))
+        return max(1, cores() // 3)
+
+    def span_decoder(self) -> SpanDecoder:
+        """Return what the decode workers run for each row."""
+        return SpanDecoder(self.options, self.root, self.embedder.frame_size)
+
+    def _decode_pool(self):
+        """Return the decode workers' pool (kept for the stage's life: starting a process costs a second or two)."""
+        if self._pool is None:
+            workers = self.decode_workers
+            self._pool = DecodePool(workers, name="segment", timeout_s=self.decode_timeout_s,
+                                    window=max(2, self.options.prefetch_chunks // workers))
+        return self._pool
+
     def process_many(self, rows: list[dict]) -> Iterator[tuple[dict, list[dict] | Exception]]:
-        """Yield each input row with its segment rows in input order; decoding runs ahead in a thread."""
+        """Yield each input row with its segment rows in input order, its span decoded ahead in a worker process.
+
+        At most `decode_workers` videos decode at once, each at most `prefetch_chunks / decode_workers` chunks
+        ahead of the embedder. With a captioner, the next video starts once a row is finished, so a worker is
+        free to read its segments' frames.
+        """
         if self.embedder is None:
             self.setup()
-        messages: queue.Queue = queue.Queue(maxsize=self.options.prefetch_chunks)
-        stop = threading.Event()
-        decoder = threading.Thread(target=self._decode_ahead, args=(rows, messages, stop), daemon=True)
-        decoder.start()
-        videos: dict[int, _Video] = {}
+        pool = self._decode_pool()
+        pool.failures = FailureLog(self.work_dir)  # read afresh: this may be another run, or an overwritten one
+        decoder = self.span_decoder()
+        upcoming = iter(enumerate(rows))
+        ahead: deque = deque()  # (index, row, task) in input order
+
+        def top_up(limit: int) -> None:
+            while len(ahead) < limit and (item := next(upcoming, None)) is not None:
+                index, row = item
+                path = self.resolve(row["source_path"]) if row.get("source_path") else None
+                ahead.append((index, row, pool.submit(decoder, index, row, path=path, stream=True)))
+
+        workers = pool.workers_count
         try:
-            for _ in rows:
-                while True:
-                    message = messages.get()
-                    if isinstance(message, _Crash):
-                        raise message.error
-                    if isinstance(message, _Planned):
-                        videos[message.index] = _Video(message)
-                    elif isinstance(message, _Decoded):
-                        self._take_chunk(videos[message.index], message.chunk)
-                    else:
-                        break
-                index = message.index
-                video = videos.pop(index, None)
-                if message.error is not None:
-                    yield rows[index], message.error
-                    continue
+            top_up(workers)
+            while ahead:
+                index, row, task = ahead[0]
                 try:
-                    result = self._finish(rows[index], video)
+                    video = self._gather(task)
+                    if self.captioner is None:
+                        top_up(workers + 1)  # this video is decoded: the next one starts while it is cut
+                    result = self._finish(row, video)
+                except StageAbort:
+                    raise
                 except Exception as exc:  # noqa: BLE001 - one video's failure must not end the shard
                     result = exc
-                yield rows[index], result
+                ahead.popleft()
+                top_up(workers)
+                yield row, result
         finally:
-            stop.set()
-            while decoder.is_alive():
-                try:
-                    messages.get(timeout=0.1)  # unblock a decoder waiting on a full queue
-                except queue.Empty:
-                    pass
-            decoder.join()
+            for *_, task in ahead:
+                task.cancel()
+
+    def _gather(self, task) -> _Video:
+        """Return one video's frame changes, timestamps and embeddings, embedding its samples as chunks arrive."""
+        video = None
+        try:
+            for item in task.items():
+                if isinstance(item, _Planned):
+                    video = _Video(item)
+                else:
+                    self._take_chunk(video, item)
+        except BaseException:
+            task.cancel()
+            raise
+        self._embed_pending(video)
+        return video
 
     def _take_chunk(self, video: _Video, chunk: SampledChunk) -> None:
         video.timestamps.append(chunk.timestamps)
@@ -769,12 +429,17 @@ class SegmentVideos(Stage):
             self._embed_pending(video)
 
     def _embed_pending(self, video: _Video) -> None:
+        """Embed the frames waiting; out of GPU memory, in halves; a frame that fits in no batch fails the video."""
         if video.pending:
-            video.embeddings.append(self.embedder.embed(np.concatenate(video.pending)))
+            frames = np.concatenate(video.pending)
+            rows = outputs_in_halves(lambda a, b: self.embedder.embed(frames[a:b]), len(frames))
+            failed = next((r for r in rows if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
+            video.embeddings.append(np.stack(rows))
             video.pending.clear()
 
     def _finish(self, row: dict, video: _Video) -> list[dict]:
-        self._embed_pending(video)
         planned = video.planned
         timestamps = np.concatenate(video.timestamps)
         seg = segment_video(
@@ -785,39 +450,6 @@ class SegmentVideos(Stage):
         if self.captioner is not None and seg.segments:
             captions = self.caption_segments(self.resolve(row["source_path"]), seg, self.options.caption_prompt)
         return self.rows_of(row, planned, seg, captions)
-
-    def _decode_ahead(self, rows: list[dict], messages: queue.Queue, stop: threading.Event) -> None:
-        """The decoder thread: probe each row, then hand over its frames' changes and sampled frames, chunk by chunk."""
-
-        def put(message) -> bool:
-            while not stop.is_set():
-                try:
-                    messages.put(message, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        sampler = FrameSampler(self.options.sample_fps, self.embedder.frame_size)
-        try:
-            for index, row in enumerate(rows):
-                try:
-                    planned = self.plan(index, row)
-                    if not put(planned):
-                        return
-                    start_time = float(planned.info.timestamps[planned.first])
-                    path = self.resolve(row["source_path"])
-                    for chunk in sampler.chunks(path, planned.info, planned.first, planned.stop, start_time):
-                        if not put(_Decoded(index, chunk)):
-                            return
-                except Exception as exc:  # noqa: BLE001 - an unreadable video fails its row only
-                    if not put(_Done(index, exc)):
-                        return
-                    continue
-                if not put(_Done(index)):
-                    return
-        except BaseException as exc:  # noqa: BLE001 - hand any bug to the consumer rather than hang it
-            put(_Crash(exc))
 
 
 def make_captioner(options: SegmentOptions):
@@ -865,13 +497,6 @@ def _check_open_clip_name(model: str, pretrained: str | None) -> None:
     tags = open_clip.list_pretrained_tags_by_model(model)
     if pretrained and pretrained not in tags and not os.path.isfile(pretrained):
         raise InputError(f"open_clip has no pretrained tag {pretrained!r} for {model} (known: {', '.join(tags)})")
-
-
-def _input_span(row: dict) -> tuple[float | None, float | None] | None:
-    """Return the input row's `(start_time, end_time)` when it gives either, else None (NaN counts as missing)."""
-    start, end = (row.get(k) for k in ("start_time", "end_time"))
-    start, end = (None if t is None or t != t else float(t) for t in (start, end))
-    return None if start is None and end is None else (start, end)
 
 
 def prepare(

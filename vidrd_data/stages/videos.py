@@ -6,24 +6,45 @@ captioning stage replaces them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 
-from vidrd_data.manifest import make_sample_id
-from vidrd_data.run.stage import Stage, StageJob
+from vidrd_data import manifest as mf
 from vidrd_data import sources
+from vidrd_data.manifest import make_sample_id
+from vidrd_data.run.decode import DecodesRows
+from vidrd_data.run.stage import Stage, StageJob
 from vidrd_data.sources import humanize_label
-from vidrd_io.video import probe
+from vidrd_io.video import VideoInfo, probe
 
 
-class VideoIndex(Stage):
+@dataclass
+class ProbeVideo:
+    """What the decode workers run for a row: probe its video (stream metadata and frame timestamps)."""
+
+    root: str | None
+
+    def __call__(self, row: dict) -> VideoInfo:
+        if not row.get("source_path"):
+            raise ValueError("no video path")
+        return probe(mf.resolve(row["source_path"], self.root))
+
+
+class VideoIndex(DecodesRows, Stage):
+    """One row per video file, probed in a decode worker process."""
+
     name = "videos"
     kind = "video_clip"
     fields = [pa.field("timestamps", pa.string())]  # clock of the probe: decord, pyav or index (VideoInfo)
 
+    def row_decoder(self) -> ProbeVideo:
+        return ProbeVideo(self.root)
+
     def process(self, row: dict) -> list[dict]:
         if not row.get("source_path"):
             raise ValueError("no video path")
-        info = probe(self.resolve(row["source_path"]))
+        info = self.decoded(row)
         label = row.get("label")
         caption, caption_source = row.get("caption"), row.get("caption_source")
         if not caption and label:
