@@ -189,14 +189,13 @@ def execute(
             _execute_ray(tasks, stage_cls, params, workers, gpus, gpus_per_worker, advance)
             return
         slots = local_slots(stage_cls, params, workers, gpus, gpus_per_worker)
-        if not tasks:
-            return
-        if len(slots) == 1 and slots[0] is None:
-            # one worker and nothing to pin: this process is the worker (no start-up cost)
+        slots = slots[: len(tasks)]
+        if slots == [None]:
+            # one worker (one shard, or --workers 1) and nothing to pin: this process is the worker
             for task in tasks:
                 run_shard(task, report=advance)
-            return
-        LocalPool(slots[: len(tasks)], advance).run(tasks)
+        elif slots:
+            LocalPool(slots, advance).run(tasks)
 
 
 def _given_up(indices: list[int], attempts: int) -> RunnerError:
@@ -267,6 +266,7 @@ class _LocalWorker:
         child.close()
         self.in_hand: list[ShardTask] = []
         self.running: ShardTask | None = None
+        self.hung_up = False  # its end of the pipe closed: it is exiting or gone
 
     def send(self, task: ShardTask) -> None:
         self.in_hand.append(task)
@@ -316,8 +316,9 @@ class LocalPool:
                     failure = self._read(w, sched)
                     if failure is not None:
                         break
-                    if w.process.exitcode is None or self._has_messages(w):
+                    if not w.hung_up and (w.process.exitcode is None or self._has_messages(w)):
                         continue
+                    w.process.join()
                     # the worker is gone: blame the shard it was running, requeue the rest, start another
                     log.warning("worker %d (pid %s, exit code %s) died", i, w.process.pid, w.process.exitcode)
                     running, queued = w.running, [t for t in w.in_hand if t is not w.running]
@@ -339,9 +340,12 @@ class LocalPool:
 
     @staticmethod
     def _has_messages(w: _LocalWorker) -> bool:
+        if w.hung_up:
+            return False
         try:
             return w.conn.poll()
         except OSError:
+            w.hung_up = True
             return False
 
     def _read(self, w: _LocalWorker, sched: _Scheduler) -> BaseException | None:
@@ -350,7 +354,8 @@ class LocalPool:
             try:
                 kind, index, *rest = w.conn.recv()
             except (EOFError, OSError):
-                return None  # it died mid-message: its death is handled by the caller
+                w.hung_up = True  # it died (or exited): its death is handled by the caller
+                return None
             if kind == "start":
                 w.running = next(t for t in w.in_hand if t.index == index)
             elif kind == "progress":
