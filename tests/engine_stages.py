@@ -69,3 +69,12 @@ class KillsWorkerOnRow(ImageIngest):
         if row["input_row"] == self.params["row"]:
             os.kill(os.getpid(), signal.SIGKILL)
         return super().process(row)
+
+
+class DiesInSetup(ImageIngest):
+    """A stage whose model load kills its worker every time (a segfault in a native library, say)."""
+
+    name = "dies-in-setup"
+
+    def setup(self) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -55,8 +55,8 @@ def test_bad_input_gets_one_line_and_exit_status_2(capsys, tmp_path, argv, needl
     assert needle in _one_line_error(code, err)
 
 
-def test_zero_workers_is_refused(capsys, image_set, tmp_path):
-    code, _, err = _run(capsys, "images", str(image_set), "--out", str(tmp_path / "o"), "--workers", "0")
+def test_negative_workers_is_refused(capsys, image_set, tmp_path):
+    code, _, err = _run(capsys, "images", str(image_set), "--out", str(tmp_path / "o"), "--workers", "-1")
     assert "--workers must be" in _one_line_error(code, err)
 
 

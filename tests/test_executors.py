@@ -150,6 +150,16 @@ def test_a_shard_that_keeps_killing_its_worker_is_named_and_the_others_are_writt
     assert mf.Manifest.open(out).parts == [0, 1, 3]
 
 
+def test_workers_that_die_on_start_up_end_the_run_after_a_bounded_number_of_restarts(
+        images, tmp_path, monkeypatch, spawned_workers_import_tests):
+    monkeypatch.setattr(executors, "MAX_DEATHS_WITHOUT_PROGRESS", 2)
+    table, root = images
+    with pytest.raises(RunnerError, match="died 3 times in a row without finishing a shard"):
+        run_stage("tests.engine_stages:DiesInSetup", {}, table, tmp_path / "m", root=root, input_desc=["x"],
+                  shard_size=4, workers=2, progress=False)
+    assert mf.Manifest.open(tmp_path / "m").parts == []
+
+
 # ---------------------------------------------------------------- resume
 
 

@@ -22,7 +22,8 @@ How this answers the design questions of ../shared/ENGINE.md (the rest are in ru
    goes back without blame; a shard that was running when its worker died is retried alone on a fresh worker
    (nothing else is queued beside it, so blame stays exact) and after `MAX_SHARD_ATTEMPTS` deaths it is given
    up: the other shards still run and the run then ends with one line naming the shard indices; workers that
-   die before taking any shard end the run after a bounded number of restarts; an exception that escapes a
+   keep dying with no shard finished in between (a model whose load segfaults) end the run after
+   `MAX_DEATHS_WITHOUT_PROGRESS` restarts, rather than trying every shard; an exception that escapes a
    shard (a stage's setup failing: a bad model path, say) stops the run with that exception; `StageAbort`
    stops the run at once (the other workers are killed mid-shard: their torn temp files are removed and they
    rerun on resume), writing nothing for the shards in hand and keeping every complete part. There is no
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 EXECUTORS = ("local", "ray")
 IN_FLIGHT = 2  # shards handed to one worker at a time: one running, one ready
 MAX_SHARD_ATTEMPTS = 4  # a shard whose worker died this many times while running it is given up
-MAX_IDLE_DEATHS = 3  # per worker slot: deaths with no shard running (start-up crashes) before the run ends
+MAX_DEATHS_WITHOUT_PROGRESS = 12  # worker deaths in a row with no shard finished (a stage that cannot start)
 
 
 def exit_with_parent(parent: int) -> None:
@@ -213,6 +214,10 @@ class _Scheduler:
         self.pending = deque(sorted(tasks, key=lambda t: t.index))
         self.deaths: Counter[int] = Counter()
         self.given_up: list[int] = []
+        self.deaths_in_a_row = 0
+
+    def finished(self) -> None:
+        self.deaths_in_a_row = 0
 
     def next_for(self, in_hand: list[ShardTask]) -> ShardTask | None:
         """Return the next shard for a worker holding `in_hand`, or None when it should get nothing more."""
@@ -224,6 +229,10 @@ class _Scheduler:
 
     def worker_died(self, running: ShardTask | None, queued: list[ShardTask]) -> None:
         """Put back a dead worker's shards: the one it was running with one more death counted."""
+        self.deaths_in_a_row += 1
+        if self.deaths_in_a_row > MAX_DEATHS_WITHOUT_PROGRESS:
+            raise RunnerError(f"worker processes died {self.deaths_in_a_row} times in a row without finishing a "
+                              "shard; giving up (run with --debug and --workers 1 to see why)")
         for task in reversed(queued):
             self.pending.appendleft(task)
         if running is None:
@@ -299,8 +308,8 @@ class LocalPool:
     def run(self, tasks: list[ShardTask]) -> None:
         sched = _Scheduler(tasks)
         workers = [_LocalWorker(self.ctx, s) for s in self.slots]
-        idle_deaths: Counter[int] = Counter()
         failure: BaseException | None = None
+        clean = False  # every shard handed out came back: workers may finish and exit on their own
         try:
             while failure is None:
                 for w in workers:
@@ -321,18 +330,13 @@ class LocalPool:
                     w.process.join()
                     # the worker is gone: blame the shard it was running, requeue the rest, start another
                     log.warning("worker %d (pid %s, exit code %s) died", i, w.process.pid, w.process.exitcode)
-                    running, queued = w.running, [t for t in w.in_hand if t is not w.running]
-                    sched.worker_died(running, queued)
-                    if running is None:
-                        idle_deaths[i] += 1
-                        if idle_deaths[i] > MAX_IDLE_DEATHS:
-                            raise RunnerError(f"worker processes keep dying before they start a shard "
-                                              f"(exit code {w.process.exitcode}); giving up")
                     w.stop(kill=True)
+                    sched.worker_died(w.running, [t for t in w.in_hand if t is not w.running])
                     workers[i] = _LocalWorker(self.ctx, w.slot)
+            clean = failure is None
         finally:
             for w in workers:
-                w.stop(kill=failure is not None)
+                w.stop(kill=not clean)
         if failure is not None:
             raise failure
         if sched.given_up:
@@ -363,6 +367,7 @@ class LocalPool:
             elif kind == "done":
                 w.in_hand = [t for t in w.in_hand if t.index != index]
                 w.running = None
+                sched.finished()
             elif kind == "abort":
                 return StageAbort(rest[0])
             else:  # "error": an exception escaped the shard (a stage that cannot set up, or a bug)
@@ -499,6 +504,7 @@ def _execute_ray(tasks: list[ShardTask], stage_cls: type[Stage], params: dict, w
                 in_hand[i] = []
                 continue
             in_hand[i] = [(t, r) for t, r in in_hand[i] if r != ready]
+            sched.finished()
             advance(stats["ok"], stats["failed"])
     finally:
         for actor in actors:
