@@ -117,7 +117,8 @@ def _torn(out):
             or (mf.PART_RE.match(p.name) and not (out / p.name.replace(".parquet", ".stats.json")).exists())]
 
 
-def test_stage_abort_stops_the_run_writing_nothing_for_its_shard_and_keeping_complete_parts(images, tmp_path):
+def test_stage_abort_stops_the_run_writing_nothing_for_its_shard_and_keeping_complete_parts(
+        images, tmp_path, spawned_workers_import_tests):
     table, root = images
     out = tmp_path / "m"
     with pytest.raises(StageAbort, match="device lost"):

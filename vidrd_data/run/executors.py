@@ -191,10 +191,10 @@ def execute(
             return
         slots = local_slots(stage_cls, params, workers, gpus, gpus_per_worker)
         slots = slots[: len(tasks)]
-        if slots == [None]:
-            # one worker (one shard, or --workers 1) and nothing to pin: this process is the worker
-            for task in tasks:
-                run_shard(task, report=advance)
+        if len(tasks) == 1 and slots == [None]:
+            # one shard and nothing to pin: this process is the worker (no start-up cost); with more shards a
+            # worker process is worth its start-up: a shard that crashes it costs a retry, not the run
+            run_shard(tasks[0], report=advance)
         elif slots:
             LocalPool(slots, advance).run(tasks)
 
