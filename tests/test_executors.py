@@ -264,7 +264,7 @@ def test_a_batch_stream_or_parquet_path_input_gives_the_manifest_of_the_table(im
 # ---------------------------------------------------------------- Ray
 
 
-def test_ray_actors_load_the_model_once_each_and_serve_every_shard(images, tmp_path):
+def test_ray_actors_load_the_model_once_each_serve_every_shard_and_stop_on_stage_abort(images, tmp_path):
     ray = pytest.importorskip("ray", reason="ray is an optional extra (pip install 'vidrd[ray]')")
     os.environ["PYTHONPATH"] = str(REPO)  # Ray's workers import the test stages from the repository
     if ray.is_initialized():
@@ -275,9 +275,14 @@ def test_ray_actors_load_the_model_once_each_and_serve_every_shard(images, tmp_p
         params = {"device": "auto", "setups": str(tmp_path / "setups")}
         run_stage("tests.engine_stages:RecordsPlacement", params, table, tmp_path / "m", root=root,
                   input_desc=["x"], shard_size=2, executor="ray", progress=False)
+        with pytest.raises(StageAbort, match="device lost"):
+            run_stage("tests.engine_stages:AbortsOnSecondShard", {}, table, tmp_path / "aborted", root=root,
+                      input_desc=["x"], shard_size=2, executor="ray", progress=False)
     finally:
         ray.shutdown()
     placements = _placements(tmp_path / "m")
     assert len(placements) == 24
     assert len(list((tmp_path / "setups").iterdir())) == 2  # 2 actors, 12 shards: loaded twice, not 12 times
     assert {gpu for gpu, _ in placements} == {"0", "1"}  # Ray pinned each actor to its declared GPU
+    aborted = tmp_path / "aborted"
+    assert len(mf.Manifest.open(aborted).parts) < 12 and not _torn(aborted)

@@ -509,5 +509,9 @@ def _execute_ray(tasks: list[ShardTask], stage_cls: type[Stage], params: dict, w
     finally:
         for actor in actors:
             ray.kill(actor)
+        # a killed actor's calls fail once it is gone: wait for that, so none writes after the run ended
+        pending = [ref for pairs in in_hand.values() for _, ref in pairs]
+        if pending:
+            ray.wait(pending, num_returns=len(pending), timeout=30)
     if sched.given_up:
         raise _given_up(sched.given_up, MAX_SHARD_ATTEMPTS)
