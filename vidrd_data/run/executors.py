@@ -25,8 +25,9 @@ How this answers the design questions of ../shared/ENGINE.md (the rest are in ru
    keep dying with no shard finished in between (a model whose load segfaults) end the run after
    `MAX_DEATHS_WITHOUT_PROGRESS` restarts, rather than trying every shard; an exception that escapes a
    shard (a stage's setup failing: a bad model path, say) stops the run with that exception; `StageAbort`
-   stops the run at once (the other workers are killed mid-shard: their torn temp files are removed and they
-   rerun on resume), writing nothing for the shards in hand and keeping every complete part. There is no
+   stops the run at once (the other workers are killed mid-shard: their torn temp files are removed, on Ray
+   by the next run since Ray kills asynchronously, and they rerun on resume), writing nothing for the shards
+   in hand and keeping every complete part. There is no
    error-rate abort: a shard full of failed rows is still a complete, retryable part (`vidrd-data retry`).
 6. Executor interface: `execute(tasks, stage_cls, params, ...)` runs descriptors to completion or raises. Ray
    is imported only by `--executor ray` (the `vidrd[ray]` extra); the local executor needs the base install.
@@ -509,7 +510,8 @@ def _execute_ray(tasks: list[ShardTask], stage_cls: type[Stage], params: dict, w
     finally:
         for actor in actors:
             ray.kill(actor)
-        # a killed actor's calls fail once it is gone: wait for that, so none writes after the run ended
+        # a killed actor's calls fail once Ray knows it is gone: wait for that (its process may still outlive
+        # this by a moment and leave a temp file, which the next run deletes)
         pending = [ref for pairs in in_hand.values() for _, ref in pairs]
         if pending:
             ray.wait(pending, num_returns=len(pending), timeout=30)
