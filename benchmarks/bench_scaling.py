@@ -1,12 +1,15 @@
 """Scaling of a CPU-bound stage: pseudo-video with `--materialize` (render + H.264 encode), 1 vs 2 workers,
-on the local process pool and on Ray; and Ray's per-shard overhead (empty shards).
+on the local process pool and on Ray; Ray's per-shard overhead (empty shards); and how often a model stage
+loads its model: a stage declaring `gpus=1` whose `setup` takes `--load-s` seconds, over 40 shards, on Ray
+with 2 declared GPUs (`ray.init(num_gpus=2)` on this CPU machine) and on the local executor with 2 GPUs faked.
 
-Target (issue 6): 2 workers ≥ 1.7× one worker.
+Targets: 2 workers ≥ 1.7× one worker (issue 6); the model loaded 2 times, not 40 (issue 16).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -18,6 +21,36 @@ from PIL import Image
 
 from vidrd_data import sources
 from vidrd_data.run.runner import run_stage
+from vidrd_data.run.stage import Resources, Stage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class CountsLoads(Stage):
+    """A model stage (it has a `device`) taking one GPU per worker: `setup` sleeps like a model load and leaves
+    one file per call in `params["loads"]`."""
+
+    name = "counts-loads"
+    resources = Resources(cpus=1, gpus=1)
+
+    def setup(self) -> None:
+        time.sleep(float(self.params["load_s"]))
+        (Path(self.params["loads"]) / f"{os.getpid()}-{time.monotonic_ns()}").write_text("loaded")
+
+    def process(self, row: dict) -> list[dict]:
+        return [{"sample_id": f"s{row['input_row']}", "source_path": row["source_path"]}]
+
+
+def _loads(tmp: Path, executor: str, shards: int, load_s: float) -> dict:
+    """Run CountsLoads over `shards` one-row shards on 2 (declared or faked) GPUs; return loads and time."""
+    loads = tmp / f"loads-{executor}"
+    loads.mkdir()
+    table = pa.table({"source_path": [f"v{i}.mp4" for i in range(shards)]})
+    params = {"device": "auto", "loads": str(loads), "load_s": load_s}
+    t = time.perf_counter()
+    run_stage("benchmarks.bench_scaling:CountsLoads", params, table, tmp / f"m-{executor}", root=None,
+              input_desc=["bench"], shard_size=1, executor=executor, progress=False)
+    return {"loads": len(list(loads.iterdir())), "time": time.perf_counter() - t}
 
 
 def _corpus(folder: Path, n: int) -> Path:
@@ -45,10 +78,34 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--shard-size", type=int, default=8)
     parser.add_argument("--ray", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--load-shards", type=int, default=40)
+    parser.add_argument("--load-s", type=float, default=1.0, help="seconds one model load takes")
     args = parser.parse_args(argv)
     rows = []
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])  # workers import us
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        for executor in ["local"] + (["ray"] if args.ray else []):
+            if executor == "ray":
+                import ray
+
+                ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+                m = _loads(tmp, "ray", args.load_shards, args.load_s)
+                ray.shutdown()
+            else:
+                from vidrd_data.run import executors
+
+                visible, executors.visible_gpus = executors.visible_gpus, lambda: ["0", "1"]
+                try:
+                    m = _loads(tmp, "local", args.load_shards, args.load_s)
+                finally:
+                    executors.visible_gpus = visible
+            rows.append({"measure": f"{executor}, 2 GPUs, {args.load_shards} shards: model loads "
+                                    f"({args.load_s:g} s each), time", "value": f"{m['loads']}, {m['time']:.1f} s",
+                         "target": "2 loads", "ratio": f"{2 / m['loads']:.2f} of target"})
+        if not args.scaling:
+            return rows
         table, root = sources.caption_table(_corpus(tmp / "imgs", args.images), path_col="image")
         params = {"seed": 0, "materialize": str(tmp / "mp4"), "frames": 8, "size": 256}
         executors = ["local"] + (["ray"] if args.ray else [])

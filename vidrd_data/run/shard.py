@@ -7,19 +7,17 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vidrd_data import manifest as mf
-from vidrd_data.run.stage import Stage, stage_class
+from vidrd_data.run.stage import Stage, StageAbort, stage_class
 from vidrd_io import fs
 
 log = logging.getLogger(__name__)
 
+# the stages this worker process has set up: a model loads once per worker and serves every shard it is given
 _STAGE_CACHE: dict[str, Stage] = {}
-PROGRESS_QUEUE: Any = None
 
 
 def _get_stage(name: str, params: dict, root: str | None) -> Stage:
@@ -30,7 +28,6 @@ def _get_stage(name: str, params: dict, root: str | None) -> Stage:
         stage.setup()
         _STAGE_CACHE[key] = stage
     return _STAGE_CACHE[key]
-
 
 
 # ---------------------------------------------------------------- per-row processing
@@ -88,13 +85,18 @@ def rows_to_table_safe(stage: Stage, rows: list[dict], inputs_by_row: dict, sche
         return mf.rows_to_table(fixed, schema)
 
 
-# ---------------------------------------------------------------- workers
+# ---------------------------------------------------------------- one shard
 
 
 @dataclass
 class ShardTask:
+    """A shard's descriptor: which input rows (`start` to `stop` of the run's `_inputs.parquet`) and where its
+    part goes. Small on purpose: the worker reads its own rows, so nothing big crosses a pipe or Ray's store."""
+
     index: int
-    rows: list[dict]
+    start: int
+    stop: int
+    inputs_path: str
     out_dir: str
     stage_name: str
     params: dict
@@ -102,54 +104,65 @@ class ShardTask:
     schema: pa.Schema
     retry: bool = False
 
+    @property
+    def num_rows(self) -> int:
+        return self.stop - self.start
+
+
+def read_rows(inputs_path: str, start: int, stop: int) -> list[dict]:
+    """Return input rows `start` to `stop` of a Parquet file, reading only the row groups that hold them."""
+    pf = pq.ParquetFile(inputs_path)
+    groups, first, offset = [], None, 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if offset < stop and offset + n > start:
+            groups.append(g)
+            first = offset if first is None else first
+        offset += n
+    if not groups:
+        return []
+    table = pf.read_row_groups(groups)
+    return table.slice(start - first, stop - start).to_pylist()
+
 
 def run_shard(task: ShardTask, report=None) -> dict:
-    """Process one shard and write its part atomically (parquet, then stats); return the stats."""
-    report = report or _queue_reporter()
+    """Process one shard and write its part atomically (parquet, then stats); return the stats.
+
+    `report(ok, failed)` is called per input row. `StageAbort` (from the stage) propagates and nothing is
+    written for the shard.
+    """
+    report = report or (lambda ok, failed: None)
     start = time.perf_counter()
     stage = _get_stage(task.stage_name, task.params, task.root)
     stage.work_dir = task.out_dir
     out_dir = Path(task.out_dir)
-    inputs_by_row = {r["input_row"]: r for r in task.rows}
+    rows = read_rows(task.inputs_path, task.start, task.stop)
+    inputs_by_row = {r["input_row"]: r for r in rows}
     kept: list[dict] = []
-    todo = task.rows
+    todo = rows
     if task.retry:
         existing = pq.read_table(out_dir / mf.part_name(task.index)).to_pylist()
         failed_inputs = {r["input_row"] for r in existing if r["status"] == "failed"}
         kept = [r for r in existing if r["input_row"] not in failed_inputs]
-        todo = [r for r in task.rows if r["input_row"] in failed_inputs]
+        todo = [r for r in rows if r["input_row"] in failed_inputs]
     outputs: list[dict] = []
     # a source reader that could not read a row (bad bytes in a caption file, say) says why in `_input_error`
     unreadable = [r for r in todo if r.get(mf.INPUT_ERROR)]
     results = [(r, ValueError(r[mf.INPUT_ERROR])) for r in unreadable]
     results += stage.process_many([dict(r) for r in todo if not r.get(mf.INPUT_ERROR)])
     for row, result in results:
+        if isinstance(result, StageAbort):  # a stage that hands its abort back as a row's result
+            raise result
         produced = finish_rows(stage, row, result, task.schema)
         outputs.extend(produced)
         report(sum(r["status"] == "ok" for r in produced), sum(r["status"] != "ok" for r in produced))
-    rows = sorted(kept + outputs, key=lambda r: r["input_row"])  # stable: keeps each input's sample order
-    table = rows_to_table_safe(stage, rows, inputs_by_row, task.schema)
-    stats = mf.part_stats(table, input_rows=len(task.rows), wall_time_s=time.perf_counter() - start)
+    rows_out = sorted(kept + outputs, key=lambda r: r["input_row"])  # stable: keeps each input's sample order
+    table = rows_to_table_safe(stage, rows_out, inputs_by_row, task.schema)
+    stats = mf.part_stats(table, input_rows=len(rows), wall_time_s=time.perf_counter() - start)
     stats["part"] = task.index
     if task.retry:
         stats["retried_input_rows"] = len(todo)
         (out_dir / mf.stats_name(task.index)).unlink(missing_ok=True)  # part is incomplete while rewritten
     fs.write_parquet_atomic(out_dir / mf.part_name(task.index), table)
     fs.write_json_atomic(out_dir / mf.stats_name(task.index), stats)
-    report(0, 0, flush=True)
     return stats
-
-
-def _queue_reporter():
-    """Return a callback that batches per-sample progress into the parent's queue (at most 4 messages/s)."""
-    pending = {"ok": 0, "failed": 0, "t": time.monotonic()}
-
-    def report(ok: int, failed: int, flush: bool = False) -> None:
-        pending["ok"] += ok
-        pending["failed"] += failed
-        if PROGRESS_QUEUE is not None and (flush or time.monotonic() - pending["t"] > 0.25):
-            if pending["ok"] or pending["failed"]:
-                PROGRESS_QUEUE.put((pending["ok"], pending["failed"]))
-            pending.update(ok=0, failed=0, t=time.monotonic())
-
-    return report

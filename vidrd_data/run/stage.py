@@ -32,13 +32,28 @@ class StageAbort(RunnerError):
     and every part already written stays."""
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a stage needs: the executor reads it, the stage never picks a device or a worker count.
+
+    `gpus` counts only for a model stage (one whose params name a `device`) placed on GPUs: a fraction < 1
+    shares a GPU between workers (0.5: two workers per GPU), > 1 gives a worker several. `cpus` is what a Ray
+    actor reserves. A run may override `gpus` (`RunOptions.gpus_per_worker`).
+    """
+
+    cpus: float = 1.0
+    gpus: float = 1.0
+
+
 class Stage:
     """One processing step: takes an input row (a dict), returns its output sample rows.
 
     Subclasses set `name`, `kind` and `fields` (their own extra columns) and implement `process`.
     Raising from `process` turns the input row into one `failed` row carrying the exception's message;
     a stage may also return rows with `status="failed"` itself. `setup` runs once per worker process
-    (load models there). `root` is the absolute directory relative source paths are stored against.
+    (load models there; the worker is already pinned to its GPU(s), so `models.device.resolve_device(device)`
+    is the only device choice stage code makes). `root` is the absolute directory relative source paths are
+    stored against. Raise `StageAbort` when the device failed for good.
     """
 
     name: ClassVar[str] = ""
@@ -47,6 +62,8 @@ class Stage:
     # params that change only speed or memory (batch sizes, decode workers): left out of the resume fingerprint,
     # so a run can resume with other values
     speed_options: ClassVar[frozenset[str]] = frozenset()
+    # what one worker needs (data, so a run can override it); see Resources
+    resources: ClassVar[Resources] = Resources()
 
     def __init__(self, **params: Any):
         self.params = params
@@ -57,11 +74,9 @@ class Stage:
         pass
 
     @classmethod
-    def gpus_per_task(cls, params: dict) -> float | None:
-        """Return the GPUs one shard task asks a cluster scheduler (Ray) for: 1 for a model stage on CUDA,
-        None for `device="auto"` (one if the cluster has GPUs), else 0."""
-        device = str(params.get("device") or "")
-        return 1.0 if device.startswith("cuda") else None if device == "auto" else 0.0
+    def uses_device(cls, params: dict) -> bool:
+        """Return whether the stage is a model stage: its params put it on a device (`device`: auto, cuda, …)."""
+        return bool(params.get("device"))
 
     def process(self, row: dict) -> list[dict]:
         raise NotImplementedError
@@ -75,6 +90,8 @@ class Stage:
         for row in rows:
             try:
                 yield row, self.process(dict(row))
+            except StageAbort:
+                raise
             except Exception as exc:  # noqa: BLE001 - any failure of one sample must not end the shard
                 yield row, exc
 
@@ -108,10 +125,11 @@ class StageJob:
     """A stage with its options resolved and its input rows read: what `run_stage` needs besides where to write.
 
     Each stage module has a `prepare(input, **options) -> StageJob`, used by the CLI and by recipes alike.
+    `inputs` is a table, or a stream of record batches (read once, written to the run's `_inputs.parquet`).
     """
 
     stage: str
     params: dict
-    inputs: pa.Table
+    inputs: pa.Table | pa.RecordBatchReader
     root: Path | None
     input_desc: list[str]

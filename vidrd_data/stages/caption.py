@@ -302,16 +302,6 @@ class CaptionClips(Stage):
             batch_size=o.batch_size,
         )
 
-    @classmethod
-    def gpus_per_task(cls, params: dict) -> float:
-        """Return 1 when the model will run on CUDA (`auto` counts as CUDA when this machine has a GPU)."""
-        device = str(params.get("device") or "auto")
-        if device == "auto":
-            import torch
-
-            return 1.0 if torch.cuda.is_available() else 0.0
-        return super().gpus_per_task(params)
-
     def input_sample_id(self, row: dict) -> str:
         """Return the id of the failed row standing for an input: its source and, when given, its span (ms)."""
         source = row.get("source_path") or f"input:{row['input_row']}"
