@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import sys
 import typing
 from dataclasses import MISSING, fields
@@ -29,7 +28,6 @@ app = typer.Typer(
 )
 out = Console(soft_wrap=True)
 
-DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
 class UsageProblem(Exception):
@@ -70,8 +68,13 @@ def _run(job, out_dir: Path, run_options: dict):
     _print_summary(summary)
 
 
+def _field_help(cls, name: str) -> str:
+    """Return the help a dataclass declares for one of its fields."""
+    return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+
 OutOpt = typer.Option(..., "--out", "-o", help="Manifest directory to write (resumed if it exists).")
-WorkersOpt = typer.Option(DEFAULT_WORKERS, "--workers", "-w", help="Worker processes.")
+WorkersOpt = typer.Option(RunOptions.workers, "--workers", "-w", help=_field_help(RunOptions, "workers"))
 ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show a progress bar.")
 RootOpt = typer.Option(None, "--root", help="Directory that relative media paths are resolved against.")
 
@@ -151,7 +154,10 @@ def build(
     mixes them into the manifest one build writes."""
     from vidrd_data.mix.mix import build as build_recipe
     from vidrd_data.mix.recipe import load_recipe
+    from vidrd_data.run.runner import slurm_slice
 
+    if not merge_only:
+        shard_index, num_shards = slurm_slice(shard_index, num_shards)  # a Slurm array task is a slice
     if (shard_index is None) != (num_shards is None):
         raise UsageProblem("--shard-index and --num-shards go together")
     if merge_only and shard_index is not None:

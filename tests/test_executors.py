@@ -210,6 +210,18 @@ def test_a_manifest_of_another_schema_version_is_refused_in_one_line(images, tmp
     assert "\n" not in str(caught.value)
 
 
+def test_a_stage_whose_output_columns_changed_does_not_resume_an_older_run(images, tmp_path, monkeypatch):
+    from vidrd_data.stages.images import ImageIngest
+
+    table, root = images
+    out = tmp_path / "m"
+    run_stage("images", {}, table.slice(0, 4), out, root=root, input_desc=["x"], shard_size=2, progress=False)
+    monkeypatch.setattr(ImageIngest, "fields", [*ImageIngest.fields, pa.field("added_later", pa.string())])
+    with pytest.raises(RunnerError, match="output columns differ") as caught:
+        run_stage("images", {}, table.slice(0, 4), out, root=root, input_desc=["x"], shard_size=2, progress=False)
+    assert "\n" not in str(caught.value)
+
+
 def test_speed_options_may_change_on_resume_but_output_options_may_not(images, tmp_path):
     table, root = images
     out = tmp_path / "m"

@@ -152,11 +152,14 @@ def _ingest(inputs: Inputs, shard_size: int, target: Path | None) -> tuple[pa.Sc
     return schema, count, digest.hexdigest()
 
 
-def fingerprint(stage_name: str, params: dict, speed_options: frozenset[str], shard_size: int, inputs_hash: str) -> str:
+def fingerprint(
+    stage_name: str, params: dict, speed_options: frozenset[str], shard_size: int, inputs_hash: str, schema: pa.Schema
+) -> str:
     """Return what a resumed run must share with the run that wrote the manifest: the stage, the params that
-    change its output (not its `speed_options`), the shard size, the manifest schema version and the inputs."""
+    change its output (not its `speed_options`), the shard size, the manifest schema version, the parts' declared
+    schema (a vidrd that adds a column to a stage must not append its parts to an older run's) and the inputs."""
     output_params = {k: v for k, v in params.items() if k not in speed_options}
-    key = [stage_name, output_params, shard_size, mf.SCHEMA_VERSION, inputs_hash]
+    key = [stage_name, output_params, shard_size, mf.SCHEMA_VERSION, mf.schema_to_json(schema), inputs_hash]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -275,9 +278,12 @@ def run_stage(
     if mf.is_manifest(out):
         meta = _existing_meta(out)
         input_schema, num_inputs, inputs_hash = _ingest(inputs, shard_size, None)
-        if meta.get("fingerprint") != fingerprint(stage_name, params, cls.speed_options, shard_size, inputs_hash):
+        schema = mf.output_schema(cls.fields, input_schema)
+        if meta.get("fingerprint") != fingerprint(stage_name, params, cls.speed_options, shard_size, inputs_hash,
+                                                  schema):
             raise RunnerError(
-                f"{out} already holds a manifest made from other inputs or options; "
+                f"{out} already holds a manifest made from other inputs or options (or by a vidrd whose output "
+                "columns differ); "
                 "pass --overwrite to replace it or choose another --out"
             )
         pinned = meta.get("num_slices")
@@ -288,6 +294,7 @@ def run_stage(
             raise RunnerError(f"{out} exists and is not a vidrd manifest; choose an empty or new --out")
         out.mkdir(parents=True, exist_ok=True)
         input_schema, num_inputs, inputs_hash = _ingest(inputs, shard_size, out / mf.INPUTS_FILE)
+        schema = mf.output_schema(cls.fields, input_schema)
         meta = mf.new_meta(
             kind=cls.kind,
             stage=stage_name,
@@ -295,9 +302,9 @@ def run_stage(
             inputs=input_desc,
             root=root,
             manifest_dir=out,
-            schema=mf.output_schema(cls.fields, input_schema),
+            schema=schema,
             extra={
-                "fingerprint": fingerprint(stage_name, params, cls.speed_options, shard_size, inputs_hash),
+                "fingerprint": fingerprint(stage_name, params, cls.speed_options, shard_size, inputs_hash, schema),
                 "shard_size": shard_size,
                 "num_inputs": num_inputs,
                 "num_parts": -(-num_inputs // shard_size),
@@ -305,7 +312,6 @@ def run_stage(
             },
         )
         fs.write_json_atomic(out / mf.MANIFEST_FILE, meta)
-    schema = mf.output_schema(cls.fields, input_schema)
     _remove_incomplete(out, mine)
     root_abs = os.path.abspath(os.fspath(root)) if root is not None else None
     done = set(mf.Manifest.open(out, root=root_abs).complete_parts())
