@@ -188,24 +188,20 @@ def test_each_stage_command_offers_every_declared_option_once_with_its_default_a
 
 
 @pytest.mark.parametrize("stage", ["images", "videos", "pseudo-video", "caption", "segment"])
-def test_stage_arguments_are_prepares_own_keywords_with_its_defaults(stage):
-    """What `prepare()` takes besides its `*Options` fields is declared in stages/arguments.py, default for default."""
+def test_prepare_declares_no_option_itself_and_refuses_an_undeclared_keyword(stage, tmp_path):
+    """`prepare(input, **arguments)`: the stage's options (defaults included) are declared only in its dataclasses;
+    a keyword none of them declares is one InputError line naming it."""
     import inspect
-    from dataclasses import MISSING, fields
 
+    from vidrd_data.sources import InputError
     from vidrd_data.stages.arguments import STAGE_ARGUMENTS, declarations, stage_module
 
-    arguments, *options = declarations(stage)
-    option_names = {f.name for cls in options for f in fields(cls)}
-    prepare = inspect.signature(stage_module(stage).prepare).parameters
-    own = {name: p for name, p in prepare.items() if p.kind is not p.VAR_KEYWORD and name not in option_names}
-    assert arguments is STAGE_ARGUMENTS[stage]
-    assert sorted(f.name for f in fields(arguments)) == sorted(own)
-    for f in fields(arguments):
-        assert (own[f.name].default is inspect.Parameter.empty) == (f.default is MISSING), f.name
-        if f.default is not MISSING:
-            assert own[f.name].default == f.default, f.name
-    assert not option_names or any(p.kind is p.VAR_KEYWORD for p in prepare.values())  # prepare(**options) takes them
+    prepare = stage_module(stage).prepare
+    kinds = [(name, p.kind) for name, p in inspect.signature(prepare).parameters.items()]
+    assert kinds == [("input", inspect.Parameter.POSITIONAL_OR_KEYWORD), ("arguments", inspect.Parameter.VAR_KEYWORD)]
+    assert declarations(stage)[0] is STAGE_ARGUMENTS[stage]
+    with pytest.raises(InputError, match=r"^unknown .* option\(s\): no_such_option$"):
+        prepare(str(tmp_path), no_such_option=1)
 
 
 def test_a_recipe_accepts_every_option_a_stage_command_declares(tmp_path):

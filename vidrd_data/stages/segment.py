@@ -499,19 +499,16 @@ def _check_open_clip_name(model: str, pretrained: str | None) -> None:
         raise InputError(f"open_clip has no pretrained tag {pretrained!r} for {model} (known: {', '.join(tags)})")
 
 
-def prepare(
-    input: str,
-    *,
-    path_col: str = "path",
-    root: str | None = None,
-    source_dataset: str | None = None,
-    **options: Any,
-) -> StageJob:
+def prepare(input: str, **arguments: Any) -> StageJob:
     """Check the segment options and read the input videos.
 
     `input` is a video file, a folder of videos, a list table (`path[,label][,start,end][,caption]`) or a
-    manifest (its ok `video_clip` rows; their spans are segmented). `options` are the fields of `SegmentOptions`.
+    manifest (its ok `video_clip` rows, their spans segmented; an incomplete one is refused unless `allow_partial`).
+    `arguments` are the fields of `SegmentArguments` and `SegmentOptions`, their defaults declared there.
     """
+    from vidrd_data.stages.arguments import read_arguments
+
+    args, options = read_arguments("segment", input, arguments)
     for key in ("clip_config", "clip_checkpoint", "minigpt4"):
         if options.get(key):
             options[key] = os.path.abspath(options[key])
@@ -535,16 +532,17 @@ def prepare(
             raise InputError(str(exc)) from None
     path = Path(input)
     if path.is_dir() and mf.is_manifest(path):
-        table, base = sources.manifest_rows(path, kind="video_clip", root=root)
+        table, base = sources.manifest_rows(path, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
         if table.num_rows == 0:
             raise InputError(f"{path} has no ok rows of kind video_clip")
     elif path.is_dir():
-        table, base = sources.video_folder(path, source_dataset=source_dataset)
+        table, base = sources.video_folder(path, source_dataset=args.source_dataset)
     elif path.suffix.lower() in VIDEO_EXTENSIONS:
         if not path.is_file():
             raise InputError(f"video not found: {path}")
         base = path.resolve().parent
-        table = pa.table({"source_path": [path.name], "source_dataset": [source_dataset or base.name]})
+        table = pa.table({"source_path": [path.name], "source_dataset": [args.source_dataset or base.name]})
     else:
-        table, base = sources.video_list(path, path_col=path_col, root=root, source_dataset=source_dataset)
+        table, base = sources.video_list(path, path_col=args.path_col, root=args.root,
+                                         source_dataset=args.source_dataset)
     return StageJob("segment", params, table, base, [str(input)])
