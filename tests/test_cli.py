@@ -132,6 +132,29 @@ def test_malformed_manifest_json_exits_2(built, capsys):
     assert "not valid JSON" in _one_line_error(code, err)
 
 
+@pytest.mark.parametrize("stage, options", [("pseudo-video", []), ("caption", ["--blip2", "no/such-model"]),
+                                            ("segment", ["--embedder", "histogram"])])
+def test_a_stage_refuses_an_incomplete_manifest_as_input_in_one_line(built, capsys, tmp_path, stage, options):
+    (built / mf.part_name(1)).unlink()
+    code, _, err = _run(capsys, stage, str(built), "--out", str(tmp_path / "o"), "--no-progress", *options)
+    line = _one_line_error(code, err)
+    assert "--allow-partial" in line and "1" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_allow_partial_runs_a_stage_over_the_complete_parts_of_a_manifest_and_warns(built, capsys, caplog, tmp_path):
+    complete = mf.Manifest.open(built).read(status="ok")
+    (built / mf.part_name(1)).unlink()
+    left = mf.Manifest.open(built).read(status="ok").num_rows
+    assert 0 < left < complete.num_rows
+    out = tmp_path / "pv"
+    code, stdout, _ = _run(capsys, "pseudo-video", str(built), "--out", str(out), "--no-progress", "--allow-partial",
+                           "--size", "16", "--min-side", "16", "--frames", "2")
+    assert code == 0, stdout
+    assert mf.Manifest.open(out).read().num_rows == left
+    assert any(r.levelname == "WARNING" and "--allow-partial" in r.getMessage() for r in caplog.records)
+
+
 def test_retry_cli_recovers_a_fixed_row(built, capsys, image_set):
     shutil.copy(image_set.parent / "im01.png", image_set.parent / "gone.png")
     code, stdout, _ = _run(capsys, "retry", str(built), "--no-progress")
