@@ -8,6 +8,16 @@ import sys
 import typer
 
 
+class UsageProblem(Exception):
+    """Bad input from the user: reported as one line with exit status 2."""
+
+
+def typer_app(help: str, no_args_is_help: bool = True) -> typer.Typer:
+    """Return a Typer app set up as every vidrd CLI is: no shell completion, no pretty tracebacks (`run_app` prints
+    user errors as one line), help when run without arguments unless told otherwise."""
+    return typer.Typer(add_completion=False, no_args_is_help=no_args_is_help, pretty_exceptions_enable=False, help=help)
+
+
 def run_app(
     app: typer.Typer, prog: str, argv: list[str] | None, user_errors: tuple[type[BaseException], ...]
 ) -> int:

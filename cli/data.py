@@ -15,23 +15,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli._app import run_app
+from cli._app import UsageProblem, run_app, typer_app
 from vidrd_data.run.options import RunOptions
 from vidrd_data.run.stage import STAGES
 from vidrd_data.stages.arguments import declarations, stage_module
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Build video–text training data the VidRD way: stages write Parquet manifests.",
-)
+app = typer_app("Build video–text training data the VidRD way: stages write Parquet manifests.")
 out = Console(soft_wrap=True)
 
-
-
-class UsageProblem(Exception):
-    """Bad input from the user: reported as one line with exit status 2."""
 
 
 def _check_out(path: Path) -> None:

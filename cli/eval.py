@@ -11,20 +11,12 @@ from typing import Optional
 
 import typer
 
-from cli._app import run_app
+from cli._app import UsageProblem, run_app, typer_app
 from rich.console import Console
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Evaluate generated videos: FVD (I3D), IS (C3D), CLIPSIM (CLIP), and the UCF-101 zero-shot protocol.",
-)
+app = typer_app(
+    "Evaluate generated videos: FVD (I3D), IS (C3D), CLIPSIM (CLIP), and the UCF-101 zero-shot protocol.")
 out = Console(soft_wrap=True)
-
-
-class UsageProblem(Exception):
-    """Bad input from the user: reported as one line with exit status 2."""
 
 
 # ---------------------------------------------------------------------------------------------- shared options

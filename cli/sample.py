@@ -12,21 +12,14 @@ from typing import Optional
 
 import typer
 
-from cli._app import run_app
+from cli._app import UsageProblem, run_app, typer_app
 from vidrd_io.fs import file_sha256, write_json_atomic
 from vidrd_model import provenance
 from rich.console import Console
 
-app = typer.Typer(
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    help="Sample long videos from a VidRD model: each clip reuses the previous one (FNR, PNS, DSG).",
-)
+app = typer_app("Sample long videos from a VidRD model: each clip reuses the previous one (FNR, PNS, DSG).",
+                no_args_is_help=False)
 out = Console(soft_wrap=True)
-
-
-class UsageProblem(Exception):
-    """Bad input from the user: reported as one line with exit status 2."""
 
 
 

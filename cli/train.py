@@ -16,17 +16,12 @@ from typing import List, Optional
 
 import typer
 
-from cli._app import run_app
+from cli._app import run_app, typer_app
 from rich.console import Console
 
 from vidrd_model.train_config import TrainConfig, VaeTrainConfig, field_types, load_config
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Train VidRD on vidrd manifests (`train`), or fine-tune its temporal VAE decoder (`vae`).",
-)
+app = typer_app("Train VidRD on vidrd manifests (`train`), or fine-tune its temporal VAE decoder (`vae`).")
 out = Console(soft_wrap=True)
 
 

@@ -132,6 +132,29 @@ def test_malformed_manifest_json_exits_2(built, capsys):
     assert "not valid JSON" in _one_line_error(code, err)
 
 
+@pytest.mark.parametrize("stage, options", [("pseudo-video", []), ("caption", ["--blip2", "no/such-model"]),
+                                            ("segment", ["--embedder", "histogram"])])
+def test_a_stage_refuses_an_incomplete_manifest_as_input_in_one_line(built, capsys, tmp_path, stage, options):
+    (built / mf.part_name(1)).unlink()
+    code, _, err = _run(capsys, stage, str(built), "--out", str(tmp_path / "o"), "--no-progress", *options)
+    line = _one_line_error(code, err)
+    assert "--allow-partial" in line and "1" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_allow_partial_runs_a_stage_over_the_complete_parts_of_a_manifest_and_warns(built, capsys, caplog, tmp_path):
+    complete = mf.Manifest.open(built).read(status="ok")
+    (built / mf.part_name(1)).unlink()
+    left = mf.Manifest.open(built).read(status="ok").num_rows
+    assert 0 < left < complete.num_rows
+    out = tmp_path / "pv"
+    code, stdout, _ = _run(capsys, "pseudo-video", str(built), "--out", str(out), "--no-progress", "--allow-partial",
+                           "--size", "16", "--min-side", "16", "--frames", "2")
+    assert code == 0, stdout
+    assert mf.Manifest.open(out).read().num_rows == left
+    assert any(r.levelname == "WARNING" and "--allow-partial" in r.getMessage() for r in caplog.records)
+
+
 def test_retry_cli_recovers_a_fixed_row(built, capsys, image_set):
     shutil.copy(image_set.parent / "im01.png", image_set.parent / "gone.png")
     code, stdout, _ = _run(capsys, "retry", str(built), "--no-progress")
@@ -188,24 +211,20 @@ def test_each_stage_command_offers_every_declared_option_once_with_its_default_a
 
 
 @pytest.mark.parametrize("stage", ["images", "videos", "pseudo-video", "caption", "segment"])
-def test_stage_arguments_are_prepares_own_keywords_with_its_defaults(stage):
-    """What `prepare()` takes besides its `*Options` fields is declared in stages/arguments.py, default for default."""
+def test_prepare_declares_no_option_itself_and_refuses_an_undeclared_keyword(stage, tmp_path):
+    """`prepare(input, **arguments)`: the stage's options (defaults included) are declared only in its dataclasses;
+    a keyword none of them declares is one InputError line naming it."""
     import inspect
-    from dataclasses import MISSING, fields
 
+    from vidrd_data.sources import InputError
     from vidrd_data.stages.arguments import STAGE_ARGUMENTS, declarations, stage_module
 
-    arguments, *options = declarations(stage)
-    option_names = {f.name for cls in options for f in fields(cls)}
-    prepare = inspect.signature(stage_module(stage).prepare).parameters
-    own = {name: p for name, p in prepare.items() if p.kind is not p.VAR_KEYWORD and name not in option_names}
-    assert arguments is STAGE_ARGUMENTS[stage]
-    assert sorted(f.name for f in fields(arguments)) == sorted(own)
-    for f in fields(arguments):
-        assert (own[f.name].default is inspect.Parameter.empty) == (f.default is MISSING), f.name
-        if f.default is not MISSING:
-            assert own[f.name].default == f.default, f.name
-    assert not option_names or any(p.kind is p.VAR_KEYWORD for p in prepare.values())  # prepare(**options) takes them
+    prepare = stage_module(stage).prepare
+    kinds = [(name, p.kind) for name, p in inspect.signature(prepare).parameters.items()]
+    assert kinds == [("input", inspect.Parameter.POSITIONAL_OR_KEYWORD), ("arguments", inspect.Parameter.VAR_KEYWORD)]
+    assert declarations(stage)[0] is STAGE_ARGUMENTS[stage]
+    with pytest.raises(InputError, match=r"^unknown .* option\(s\): no_such_option$"):
+        prepare(str(tmp_path), no_such_option=1)
 
 
 def test_a_recipe_accepts_every_option_a_stage_command_declares(tmp_path):

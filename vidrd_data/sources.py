@@ -409,12 +409,13 @@ def webdataset_shards(pattern: str, *, source_dataset: str | None = None) -> tup
 
 def image_inputs(
     input: str, *, captions=None, image_col: str = "image", caption_col: str = "caption", root=None,
-    source_dataset: str | None = None,
+    source_dataset: str | None = None, allow_partial: bool = False,
 ) -> tuple[pa.Table, Path | None]:
-    """Read any image–text input: a manifest of image rows, a folder (+ captions table), tar shards, or a table."""
+    """Read any image–text input: a manifest of image rows (complete, unless `allow_partial`), a folder (+ captions
+    table), tar shards, or a table."""
     path = Path(input)
     if path.is_dir() and mf.is_manifest(path):
-        table, base = manifest_rows(path, kind="image", root=root)
+        table, base = manifest_rows(path, kind="image", root=root, allow_partial=allow_partial)
         if table.num_rows == 0:
             raise InputError(f"{path} has no ok rows of kind image")
         return table, base
@@ -579,9 +580,14 @@ def _seconds(column: pa.ChunkedArray, name: str) -> tuple[list[float | None], li
     return values, errors
 
 
-def manifest_rows(path: str | os.PathLike, *, kind: str | None = None, root=None) -> tuple[pa.Table, Path | None]:
-    """Return the ok rows of an existing manifest (optionally one kind) as input rows, paths kept as stored."""
-    m = mf.Manifest.open(path, root=root)
+def manifest_rows(
+    path: str | os.PathLike, *, kind: str | None = None, root=None, allow_partial: bool = False
+) -> tuple[pa.Table, Path | None]:
+    """Return the ok rows of an existing manifest (optionally one kind) as input rows, paths kept as stored.
+
+    An incomplete manifest raises `IncompleteManifest` (one line) unless `allow_partial`: then its complete parts are
+    read, with a warning."""
+    m = mf.Manifest.open_for_work(path, root=root, allow_partial=allow_partial)
     table = m.read(status="ok")
     if kind is not None:
         table = table.filter(pc.equal(table["kind"], kind))

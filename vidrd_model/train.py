@@ -144,6 +144,17 @@ def check_data_order(checkpoint: Path | None, order: dict) -> None:
                           "its data order")
 
 
+def start_run(config) -> tuple:
+    """Returns a run's accelerator, compute dtype, run directory, checkpoint to resume (None: a fresh run) and data
+    order, after checking that the checkpoint was trained in this data order (ConfigError otherwise)."""
+    accelerator, dtype = make_accelerator(config)
+    run = Path(config.output_dir)
+    checkpoint = rd.resolve_resume(config.resume, run)
+    order = data_order(config, accelerator.num_processes)
+    check_data_order(checkpoint, order)
+    return accelerator, dtype, run, checkpoint, order
+
+
 def data_order(config, num_processes: int) -> dict:
     """Returns what fixes the data order: a checkpoint's must equal the run resuming it."""
     order = {k: getattr(config, k) for k in DATA_ORDER_KEYS if hasattr(config, k)}
@@ -271,11 +282,8 @@ def train(config: TrainConfig) -> Path:
     from diffusers.training_utils import EMAModel
 
     check_train_config(config)
-    accelerator, dtype = make_accelerator(config)
-    device, run = accelerator.device, Path(config.output_dir)
-    checkpoint = rd.resolve_resume(config.resume, run)
-    order = data_order(config, accelerator.num_processes)
-    check_data_order(checkpoint, order)
+    accelerator, dtype, run, checkpoint, order = start_run(config)
+    device = accelerator.device
     dataset, plan, validation = load_data(config, accelerator.num_processes, accelerator.process_index)
     if config.validate_every and validation is None and not config.validation_prompts:
         raise ConfigError(f"validate_every is set but there are no {config.val_split!r} rows and no "

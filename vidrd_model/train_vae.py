@@ -28,9 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from . import run_dir as rd
 from .data import VIDEO, BatchPlan, DataError, ManifestClips, kind_pools, read_rows
-from .train import check_data_order, data_order, finish, fit, make_accelerator, make_optimizer, resume
+from .train import finish, fit, make_optimizer, resume, start_run
 from .train_config import ConfigError, VaeTrainConfig, check_vae_config, save_config
 
 log = logging.getLogger(__name__)
@@ -117,11 +116,8 @@ def train_vae(config: VaeTrainConfig) -> Path:
     from .vae import TemporalAutoencoderKL
 
     check_vae_config(config)
-    accelerator, _ = make_accelerator(config)
-    device, run = accelerator.device, Path(config.output_dir)
-    checkpoint = rd.resolve_resume(config.resume, run)
-    order = data_order(config, accelerator.num_processes)
-    check_data_order(checkpoint, order)
+    accelerator, _, run, checkpoint, order = start_run(config)
+    device = accelerator.device
     dataset, plan = load_clips(config, accelerator.num_processes, accelerator.process_index)
     set_seed(config.seed)
 

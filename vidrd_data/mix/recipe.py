@@ -23,10 +23,8 @@ every source's stage into `OUT/sources/NAME` (resuming finished work), then writ
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import importlib
-import inspect
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from pathlib import Path
 
 from vidrd_data import manifest as mf
 from vidrd_data.run.stage import STAGES, StageJob
+from vidrd_data.stages.arguments import accepted_names
 
 SOURCE_KEYS = {"stage", "input", "weight", "cap", "shard_size"}
 RECIPE_KEYS = {"name", "root", "val_fraction", "dedup", "near_dup_threshold", "seed", "shard_size"}
@@ -82,19 +81,6 @@ def _stage_prepare(stage: str):
         raise RecipeError(f"stage {stage!r} is not available: {exc}") from None
 
 
-def _accepted_options(stage: str, prepare) -> set[str]:
-    """Return the option names of a stage: `prepare`'s keywords, plus the fields of the module's `*Options`
-    dataclass when `prepare` takes `**options`."""
-    parameters = inspect.signature(prepare).parameters
-    accepted = {name for name, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD} - {"input"}
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        module = importlib.import_module(_stage_module(stage))
-        for name, value in vars(module).items():
-            if name.endswith("Options") and dataclasses.is_dataclass(value) and value.__module__ == module.__name__:
-                accepted |= {f.name for f in dataclasses.fields(value)}
-    return accepted
-
-
 def _resolve_path(value: str, base: Path) -> str:
     """A relative path that exists under the recipe's root is taken from there; anything else (a hub id) stays."""
     if os.path.isabs(value) or mf.is_uri(value):
@@ -137,9 +123,9 @@ def load_recipe(path: str | os.PathLike, root: str | os.PathLike | None = None, 
         for key in ("stage", "input"):
             if key not in spec:
                 raise RecipeError(f"{where}.{key}: missing")
-        prepare = _stage_prepare(spec["stage"])
+        _stage_prepare(spec["stage"])  # its module imports, or RecipeError
         options = {k.replace("-", "_"): v for k, v in spec.items() if k not in SOURCE_KEYS}
-        accepted = _accepted_options(spec["stage"], prepare)
+        accepted = accepted_names(spec["stage"])
         for key in options:
             if key not in accepted:
                 raise RecipeError(f"{where}.{key}: not an option of stage {spec['stage']} (options: {', '.join(sorted(accepted))})")
@@ -178,7 +164,7 @@ def prepare_jobs(recipe: Recipe) -> list[tuple[Source, StageJob]]:
     for source in recipe.sources:
         prepare = _stage_prepare(source.stage)
         options = dict(source.options)
-        if "source_dataset" in inspect.signature(prepare).parameters:
+        if "source_dataset" in accepted_names(source.stage):
             options.setdefault("source_dataset", source.name)
         try:
             job = prepare(source.input, **options)

@@ -1,12 +1,13 @@
-"""What each stage's `prepare(input, ...)` takes besides its `*Options` dataclass: the input and how to read it (and,
-for pseudo-video, which has no `*Options` dataclass, its frame, motion and filter options).
+"""What each stage's `prepare(input, **arguments)` takes besides its `*Options` dataclass: the input and how to read it
+(and, for pseudo-video, which has no `*Options` dataclass, its frame, motion and filter options).
 
 Every option of a stage is declared once, as a dataclass field: the field's default is the option's default, its
 `metadata` gives the CLI help and, where they are not `--the-field-name`, the CLI flags. `declarations(stage)` lists
 a stage's: its arguments here (`STAGE_ARGUMENTS`), then its module's `*Options` dataclasses (`CaptionOptions`,
 `SegmentOptions`). `vidrd-data STAGE` builds its command from them plus `vidrd_data.run.options.RunOptions` (how the
-stage runs); the field named `input` is the command's positional argument. tests/test_cli.py pins these declarations
-to the names and defaults of each `prepare()`.
+stage runs); the field named `input` is the command's positional argument. Each `prepare()` reads its keywords with
+`read_arguments`, so these fields are the only declaration of a stage's options, defaults included; recipes accept
+the names `accepted_names(stage)` returns.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from vidrd_data.run.stage import STAGES
+from vidrd_data.sources import InputError
 from vidrd_data.stages.pseudo_video import MotionConfig
 
 
@@ -52,6 +54,11 @@ def _image_col() -> Any:
 
 def _caption_col() -> Any:
     return _declare("caption", "Table column holding captions.")
+
+
+def _allow_partial() -> Any:
+    return _declare(False, "When INPUT is a manifest with missing parts: read its complete parts anyway (warns).",
+                    "--allow-partial")
 
 
 def _as_text(value: dict | tuple) -> str:
@@ -98,6 +105,7 @@ class CaptionArguments:
     path_col: str = _path_col()
     root: str | None = _root()
     source_dataset: str | None = _source_dataset()
+    allow_partial: bool = _allow_partial()
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,7 @@ class SegmentArguments:
     path_col: str = _path_col()
     root: str | None = _root()
     source_dataset: str | None = _source_dataset()
+    allow_partial: bool = _allow_partial()
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,7 @@ class PseudoVideoArguments:
     caption_col: str = _caption_col()
     root: str | None = _root()
     source_dataset: str | None = _source_dataset()
+    allow_partial: bool = _allow_partial()
     size: int = _declare(256, "Short side of the frames (even).")
     aspect: str = _declare("keep", "keep (the image's aspect ratio) or square.")
     frames: int = _declare(8, "Frames per pseudo-video (the released VidRD model uses 8).")
@@ -158,3 +168,24 @@ def declarations(stage: str) -> list[type]:
     options = [value for name, value in vars(module).items()
                if name.endswith("Options") and dataclasses.is_dataclass(value) and value.__module__ == module.__name__]
     return [STAGE_ARGUMENTS[stage], *options]
+
+
+def accepted_names(stage: str) -> set[str]:
+    """Return the keywords a built-in stage's `prepare(input, **arguments)` accepts: its declared fields but `input`."""
+    return {f.name for cls in declarations(stage) for f in dataclasses.fields(cls)} - {"input"}
+
+
+def read_arguments(stage: str, input: str, given: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Return the stage's `*Arguments` built from `input` and those of `given` it declares, and the rest of `given`
+    (its `*Options` fields, checked by the stage); an undeclared keyword or a missing required one raises InputError."""
+    unknown = set(given) - accepted_names(stage)
+    if unknown:
+        raise InputError(f"unknown {stage} option(s): {', '.join(sorted(unknown))}")
+    missing = [f.name for cls in declarations(stage)[1:] for f in dataclasses.fields(cls)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in given]
+    if missing:
+        raise InputError(f"missing {stage} option(s): {', '.join(missing)}")
+    cls = STAGE_ARGUMENTS[stage]
+    own = {f.name for f in dataclasses.fields(cls)}
+    arguments = cls(input=input, **{k: v for k, v in given.items() if k in own})
+    return arguments, {k: v for k, v in given.items() if k not in own}

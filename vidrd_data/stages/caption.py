@@ -25,7 +25,6 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from dataclasses import fields as dataclass_fields
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -574,47 +573,39 @@ def _batch_rows(prepared, start: int, stop: int):
     return type(prepared)({key: value[start:stop] for key, value in prepared.items()})
 
 
-def prepare(
-    input: str,
-    *,
-    blip2: str,
-    layout: str = "flat",
-    split: str | None = None,
-    path_col: str = "path",
-    root: str | None = None,
-    source_dataset: str | None = None,
-    **options: Any,
-) -> StageJob:
+def prepare(input: str, **arguments: Any) -> StageJob:
     """Check the caption options and the model's config, and read the input videos.
 
     `input` is a folder of videos (`layout="action"`: `ROOT/ClassName/video.ext`), a UCF-101 root with a `split`
     file (a path, or a name inside `input`), a list table (`path[,label][,start,end][,caption]`) or a manifest
-    (its ok `video_clip` rows, their spans captioned). `options` are the fields of `CaptionOptions`.
+    (its ok `video_clip` rows, their spans captioned; an incomplete one is refused unless `allow_partial`).
+    `arguments` are the fields of `CaptionArguments` and `CaptionOptions`, their defaults declared there.
     """
     from vidrd_data.models.captioners.blip2 import check_model
     from vidrd_data.models.device import resolve_device, resolve_dtype
+    from vidrd_data.stages.arguments import read_arguments
 
+    args, options = read_arguments("caption", input, arguments)
+    blip2 = options["blip2"]
     model = os.path.abspath(blip2) if os.path.isdir(blip2) else blip2  # a local directory: stored absolute
-    unknown = set(options) - {f.name for f in dataclass_fields(CaptionOptions)}
-    if unknown:
-        raise InputError(f"unknown caption option(s) {', '.join(sorted(unknown))}")
     try:
-        params = asdict(CaptionOptions(blip2=model, **options))
+        params = asdict(CaptionOptions(**{**options, "blip2": model}))
         resolve_dtype(params["dtype"], resolve_device(params["device"]))
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    path = Path(input)
+    path, split = Path(input), args.split
     if split is not None:
         split_file = Path(split) if Path(split).is_file() or not (path / split).is_file() else path / split
-        table, base = sources.ucf101_split(split_file, root=path, source_dataset=source_dataset)
+        table, base = sources.ucf101_split(split_file, root=path, source_dataset=args.source_dataset)
     elif path.is_dir() and mf.is_manifest(path):
-        table, base = sources.manifest_rows(path, kind="video_clip", root=root)
+        table, base = sources.manifest_rows(path, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
         if table.num_rows == 0:
             raise InputError(f"{path} has no ok rows of kind video_clip")
     elif path.is_dir():
-        table, base = sources.video_folder(path, layout=layout, source_dataset=source_dataset)
+        table, base = sources.video_folder(path, layout=args.layout, source_dataset=args.source_dataset)
     else:
-        table, base = sources.video_list(path, path_col=path_col, root=root, source_dataset=source_dataset)
+        table, base = sources.video_list(path, path_col=args.path_col, root=args.root,
+                                         source_dataset=args.source_dataset)
     try:
         check_model(model)
     except ValueError as exc:

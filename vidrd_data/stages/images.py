@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from vidrd_data import manifest as mf
 from vidrd_data.manifest import make_sample_id
@@ -59,16 +60,16 @@ class ImageIngest(DecodesRows, Stage):
         ]
 
 
-def prepare(
-    input: str, *, image_col: str = "image", caption_col: str = "caption", root: str | None = None,
-    source_dataset: str | None = None,
-) -> StageJob:
-    """Read the input of the `images` stage: a captions table or a folder of images with `.txt` sidecars."""
+def prepare(input: str, **arguments: Any) -> StageJob:
+    """Read the input of the `images` stage: a captions table or a folder of images with `.txt` sidecars.
+    `arguments` are the fields of `ImagesArguments`, their defaults declared there."""
     from vidrd_data import sources
+    from vidrd_data.stages.arguments import read_arguments
 
+    args, _ = read_arguments("images", input, arguments)
     if os.path.isdir(input):
-        table, base = sources.image_folder(input, source_dataset=source_dataset)
+        table, base = sources.image_folder(input, source_dataset=args.source_dataset)
     else:
-        table, base = sources.caption_table(input, path_col=image_col, caption_col=caption_col, root=root,
-                                            source_dataset=source_dataset)
+        table, base = sources.caption_table(input, path_col=args.image_col, caption_col=args.caption_col,
+                                            root=args.root, source_dataset=args.source_dataset)
     return StageJob("images", {}, table, base, [str(input)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -190,20 +191,17 @@ def _range(value, name: str) -> list[float]:
     return [lo, hi]
 
 
-def prepare(
-    input: str, *, captions: str | None = None, image_col: str = "image", caption_col: str = "caption",
-    root: str | None = None, source_dataset: str | None = None, size: int = 256, aspect: str = "keep",
-    frames: int = 8, fps: float = 8.0, seed: int = 0,
-    motion_probs: str | dict = "zoom_in=0.2,zoom_out=0.2,pan=0.25,diagonal_pan=0.15,zoom_pan=0.2",
-    zoom_range: str | list = "1.15,1.5", pan_range: str | list = "0.1,0.25", easing: str = "ease_in_out",
-    min_side: int = 256, max_aspect: float = 3.0, min_caption_words: int | None = None,
-    max_caption_words: int | None = None, materialize: str | None = None,
-) -> StageJob:
-    """Check the pseudo-video options and read the input (table, folder, tar shards or image manifest)."""
+def prepare(input: str, **arguments: Any) -> StageJob:
+    """Check the pseudo-video options and read the input (table, folder, tar shards or image manifest; an incomplete
+    manifest is refused unless `allow_partial`). `arguments` are the fields of `PseudoVideoArguments`, their defaults
+    declared there (`motion_probs` may also be a dict, the ranges lists)."""
     import os
 
     from vidrd_data.sources import image_inputs
+    from vidrd_data.stages.arguments import read_arguments
 
+    a, _ = read_arguments("pseudo-video", input, arguments)
+    size, aspect, frames, fps, easing, materialize = a.size, a.aspect, a.frames, a.fps, a.easing, a.materialize
     if size < 16 or size % 2:
         raise InputError(f"size must be an even number ≥ 16, got {size}")
     if aspect not in ("keep", "square"):
@@ -211,10 +209,11 @@ def prepare(
     if frames < 1 or fps <= 0:
         raise InputError(f"frames must be ≥ 1 and fps > 0, got {frames} and {fps}")
     params = {
-        "size": size, "aspect": aspect, "frames": frames, "fps": fps, "seed": seed,
-        "motion_probs": _pairs(motion_probs, "motion_probs"), "zoom_range": _range(zoom_range, "zoom_range"),
-        "pan_range": _range(pan_range, "pan_range"), "easing": easing, "min_side": min_side,
-        "max_aspect": max_aspect, "min_caption_words": min_caption_words, "max_caption_words": max_caption_words,
+        "size": size, "aspect": aspect, "frames": frames, "fps": fps, "seed": a.seed,
+        "motion_probs": _pairs(a.motion_probs, "motion_probs"), "zoom_range": _range(a.zoom_range, "zoom_range"),
+        "pan_range": _range(a.pan_range, "pan_range"), "easing": easing, "min_side": a.min_side,
+        "max_aspect": a.max_aspect, "min_caption_words": a.min_caption_words,
+        "max_caption_words": a.max_caption_words,
         "materialize": os.path.abspath(materialize) if materialize else None,
     }
     try:
@@ -222,6 +221,6 @@ def prepare(
                      pan_range=tuple(params["pan_range"]), easing=easing)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    table, base = image_inputs(str(input), captions=captions, image_col=image_col, caption_col=caption_col,
-                               root=root, source_dataset=source_dataset)
+    table, base = image_inputs(str(input), captions=a.captions, image_col=a.image_col, caption_col=a.caption_col,
+                               root=a.root, source_dataset=a.source_dataset, allow_partial=a.allow_partial)
     return StageJob("pseudo-video", params, table, base, [str(input)])

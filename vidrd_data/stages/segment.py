@@ -6,23 +6,9 @@ For each input video (or a span of it, when the input row gives one):
     → embeddings of the sampled frames (CLIP or colour histograms) → cut → stitch rules → segments
     → optional captions of each segment's middle frame (MiniGPT-4 or BLIP-2) → one `video_clip` row per segment
 
-The rules, in the order they run (defaults and reasoning in the README, "vidrd-data segment"):
-
-1. cut: consecutive sampled frames less similar than `threshold` are in different scenes; the cut is placed at
-   the frame between them that changes most from its predecessor. When no single frame there changes by
-   `frame_change` or more, the scene changed gradually (fade, dissolve, fast motion) and there is no cut.
-2. merge (Panda-70M's stitching): a shot change whose boundary frames are similar (≥ `threshold`) joins the
-   shots into one segment, so a camera flash or a cut between two views of one scene does not split it.
-   min-shot: a cut less than `min_shot_frames` after the previous one (or the start) is not taken either, as
-   Panda-70M's PySceneDetect ContentDetector(min_scene_len=15) does not.
-3. transition: a segment whose first and last frames are dissimilar (< `transition_threshold`) is a
-   transition, not a scene: dropped.
-4. static (only with `drop_static`): a segment whose frames all stay ≥ `static_threshold` similar is dropped.
-5. trim: `trim` seconds come off both ends; then a segment shorter than `min_seconds` is dropped.
-6. split: a segment longer than `max_seconds` is split into equal parts.
-
-The rules themselves are pure operations in `vidrd_data/ops/shots.py`; the single decoding pass is
-`vidrd_io.sampling.FrameSampler`. Times and frame numbers come from the stream's timestamps, so
+The rules (cut, merge, min-shot, transition, static, trim, split) are pure operations, listed in the order they
+run in `vidrd_data/ops/shots.py` (defaults and reasoning in the README, "vidrd-data segment"); the single decoding
+pass is `vidrd_io.sampling.FrameSampler`. Times and frame numbers come from the stream's timestamps, so
 variable-frame-rate files are cut where their frames really are. Decoding runs in the supervised decode worker
 processes of `run/decode.py`, ahead of the embedder and the captioner; a decoder that crashes or hangs on a file
 fails that file's row only.
@@ -499,19 +485,16 @@ def _check_open_clip_name(model: str, pretrained: str | None) -> None:
         raise InputError(f"open_clip has no pretrained tag {pretrained!r} for {model} (known: {', '.join(tags)})")
 
 
-def prepare(
-    input: str,
-    *,
-    path_col: str = "path",
-    root: str | None = None,
-    source_dataset: str | None = None,
-    **options: Any,
-) -> StageJob:
+def prepare(input: str, **arguments: Any) -> StageJob:
     """Check the segment options and read the input videos.
 
     `input` is a video file, a folder of videos, a list table (`path[,label][,start,end][,caption]`) or a
-    manifest (its ok `video_clip` rows; their spans are segmented). `options` are the fields of `SegmentOptions`.
+    manifest (its ok `video_clip` rows, their spans segmented; an incomplete one is refused unless `allow_partial`).
+    `arguments` are the fields of `SegmentArguments` and `SegmentOptions`, their defaults declared there.
     """
+    from vidrd_data.stages.arguments import read_arguments
+
+    args, options = read_arguments("segment", input, arguments)
     for key in ("clip_config", "clip_checkpoint", "minigpt4"):
         if options.get(key):
             options[key] = os.path.abspath(options[key])
@@ -535,16 +518,17 @@ def prepare(
             raise InputError(str(exc)) from None
     path = Path(input)
     if path.is_dir() and mf.is_manifest(path):
-        table, base = sources.manifest_rows(path, kind="video_clip", root=root)
+        table, base = sources.manifest_rows(path, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
         if table.num_rows == 0:
             raise InputError(f"{path} has no ok rows of kind video_clip")
     elif path.is_dir():
-        table, base = sources.video_folder(path, source_dataset=source_dataset)
+        table, base = sources.video_folder(path, source_dataset=args.source_dataset)
     elif path.suffix.lower() in VIDEO_EXTENSIONS:
         if not path.is_file():
             raise InputError(f"video not found: {path}")
         base = path.resolve().parent
-        table = pa.table({"source_path": [path.name], "source_dataset": [source_dataset or base.name]})
+        table = pa.table({"source_path": [path.name], "source_dataset": [args.source_dataset or base.name]})
     else:
-        table, base = sources.video_list(path, path_col=path_col, root=root, source_dataset=source_dataset)
+        table, base = sources.video_list(path, path_col=args.path_col, root=args.root,
+                                         source_dataset=args.source_dataset)
     return StageJob("segment", params, table, base, [str(input)])

@@ -7,6 +7,7 @@ captioning stage replaces them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -71,16 +72,17 @@ class VideoIndex(DecodesRows, Stage):
         ]
 
 
-def prepare(
-    input: str, *, layout: str = "flat", path_col: str = "path", label_col: str | None = None,
-    root: str | None = None, source_dataset: str | None = None,
-) -> StageJob:
-    """Read the input of the `videos` stage: a folder of videos (flat or action layout) or a list table."""
+def prepare(input: str, **arguments: Any) -> StageJob:
+    """Read the input of the `videos` stage: a folder of videos (flat or action layout) or a list table.
+    `arguments` are the fields of `VideosArguments`, their defaults declared there."""
     from pathlib import Path
 
+    from vidrd_data.stages.arguments import read_arguments
+
+    args, _ = read_arguments("videos", input, arguments)
     if Path(input).is_dir():
-        table, base = sources.video_folder(input, layout=layout, source_dataset=source_dataset)
+        table, base = sources.video_folder(input, layout=args.layout, source_dataset=args.source_dataset)
     else:
-        table, base = sources.caption_table(input, path_col=path_col, caption_col=None, label_col=label_col,
-                                            root=root, source_dataset=source_dataset)
+        table, base = sources.caption_table(input, path_col=args.path_col, caption_col=None, label_col=args.label_col,
+                                            root=args.root, source_dataset=args.source_dataset)
     return StageJob("videos", {}, table, base, [str(input)])
