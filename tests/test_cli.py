@@ -279,3 +279,17 @@ def test_stage_options_given_on_the_command_line_reach_the_manifest_params(image
     params = mf.Manifest.open(out).meta["params"]
     assert (params["frames"], params["seed"], params["zoom_range"], params["min_side"]) == (4, 3, [1.2, 1.3], 16)
     assert params["size"] == 256 and params["easing"] == "ease_in_out"  # the declared defaults
+
+
+def test_a_cuda_device_is_checked_by_name_on_the_driver_and_a_misspelt_one_is_refused(tmp_path, capsys):
+    """A head node without CUDA plans a `--device cuda` run (its workers resolve the device); a bad name is one line."""
+    from vidrd_data.stages.segment import prepare as prepare_segment
+    from vidrd_demo.corpus import write_demo_corpus
+
+    paths = write_demo_corpus(tmp_path / "demo", models=False)
+    videos = str(paths["long"])
+    job = prepare_segment(videos, embedder="histogram", device="cuda")
+    assert job.params["device"] == "cuda"
+    code, _, err = _run(capsys, "segment", videos, "--out", str(tmp_path / "s"), "--embedder", "histogram",
+                        "--device", "cdua")
+    assert "unknown device 'cdua'" in _one_line_error(code, err)

@@ -19,6 +19,18 @@ DTYPES = {
 }
 
 
+def check_names(device: str, dtype: str = "auto") -> None:
+    """Raise ValueError unless `device` and `dtype` are names a worker can resolve. Whether CUDA is there is left to
+    the worker: the driver (a CPU-only head node, say) is not where the model runs."""
+    if device != "auto":
+        try:
+            torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} (use auto, fp32, bf16 or fp16)")
+
+
 def resolve_device(device: str) -> torch.device:
     """Return the torch device for `auto` (CUDA when available, else CPU) or an explicit name such as `cuda:1`."""
     if device == "auto":

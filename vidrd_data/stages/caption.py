@@ -582,7 +582,7 @@ def prepare(input: str, **arguments: Any) -> StageJob:
     `arguments` are the fields of `CaptionArguments` and `CaptionOptions`, their defaults declared there.
     """
     from vidrd_data.models.captioners.blip2 import check_model
-    from vidrd_data.models.device import resolve_device, resolve_dtype
+    from vidrd_data.models.device import check_names
     from vidrd_data.stages.arguments import read_arguments
 
     args, options = read_arguments("caption", input, arguments)
@@ -590,7 +590,7 @@ def prepare(input: str, **arguments: Any) -> StageJob:
     model = os.path.abspath(blip2) if os.path.isdir(blip2) else blip2  # a local directory: stored absolute
     try:
         params = asdict(CaptionOptions(**{**options, "blip2": model}))
-        resolve_dtype(params["dtype"], resolve_device(params["device"]))
+        check_names(params["device"], params["dtype"])
     except ValueError as exc:
         raise InputError(str(exc)) from None
     path, split = Path(input), args.split

@@ -492,6 +492,7 @@ def prepare(input: str, **arguments: Any) -> StageJob:
     manifest (its ok `video_clip` rows, their spans segmented; an incomplete one is refused unless `allow_partial`).
     `arguments` are the fields of `SegmentArguments` and `SegmentOptions`, their defaults declared there.
     """
+    from vidrd_data.models.device import check_names
     from vidrd_data.stages.arguments import read_arguments
 
     args, options = read_arguments("segment", input, arguments)
@@ -502,6 +503,7 @@ def prepare(input: str, **arguments: Any) -> StageJob:
         options["blip2"] = os.path.abspath(options["blip2"])  # a local directory: stored absolute
     try:
         params = asdict(SegmentOptions(**options))
+        check_names(params["device"])
     except (ValueError, TypeError) as exc:
         raise InputError(str(exc)) from None
     for key in ("clip_config", "clip_checkpoint", "minigpt4"):
