@@ -24,6 +24,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/vidrd-data demo $(DEMO_DIR) --run
+	rm -rf $(DEMO_DIR)/build  # the corpus was just rewritten: build it afresh, never resume an older vidrd's build
 	$(VENV)/bin/vidrd-data build manifests/recipes/demo.toml --root $(DEMO_DIR) --out $(DEMO_DIR)/build --no-progress
 	$(VENV)/bin/vidrd-train train configs/train_demo.toml --pretrained-model $(DEMO_DIR)/models/stable_diffusion \
 		--manifests $(DEMO_DIR)/build/mixed --manifests $(DEMO_DIR)/manifests/images --output-dir $(DEMO_DIR)/train --no-progress
