@@ -130,7 +130,10 @@ def build(
     recipe: Path = typer.Argument(..., help="A recipe TOML (see manifests/recipes/)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Build directory: sources/NAME, mixed/, report.*"),
     workers: int = WorkersOpt,
-    executor: str = typer.Option("local", "--executor", help="local (process pool) or ray (RAY_ADDRESS or a local cluster)."),
+    executor: str = typer.Option(RunOptions.executor, "--executor", help=_field_help(RunOptions, "executor")),
+    gpus: Optional[str] = typer.Option(RunOptions.gpus, "--gpus", help=_field_help(RunOptions, "gpus")),
+    gpus_per_worker: Optional[float] = typer.Option(RunOptions.gpus_per_worker, "--gpus-per-worker",
+                                                    help=_field_help(RunOptions, "gpus_per_worker")),
     shard_index: Optional[int] = typer.Option(None, "--shard-index", help="Run only this slice of every stage (0-based)."),
     num_shards: Optional[int] = typer.Option(None, "--num-shards", help="Number of slices (one per Slurm array job)."),
     merge_only: bool = typer.Option(False, "--merge-only", help="Only mix finished sources (after all slices ran)."),
@@ -155,7 +158,8 @@ def build(
         raise UsageProblem("--merge-only runs no slice; drop --shard-index/--num-shards")
     _check_out(out_dir)
     spec = load_recipe(recipe, root=root)
-    report = build_recipe(spec, out_dir, workers=workers, executor=executor, progress=progress,
+    report = build_recipe(spec, out_dir, workers=workers, executor=executor, progress=progress, gpus=gpus,
+                          gpus_per_worker=gpus_per_worker,
                           shard_index=shard_index, num_shards=num_shards, merge_only=merge_only,
                           allow_partial=allow_partial)
     if report is None:

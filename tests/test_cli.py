@@ -293,3 +293,6 @@ def test_a_cuda_device_is_checked_by_name_on_the_driver_and_a_misspelt_one_is_re
     code, _, err = _run(capsys, "segment", videos, "--out", str(tmp_path / "s"), "--embedder", "histogram",
                         "--device", "cdua")
     assert "unknown device 'cdua'" in _one_line_error(code, err)
+    code, _, err = _run(capsys, "segment", videos, "--out", str(tmp_path / "s"), "--embedder", "histogram",
+                        "--device", "cuda:1")
+    assert "choose GPUs with --gpus" in _one_line_error(code, err)  # a pinned worker has no cuda:1

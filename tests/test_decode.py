@@ -72,6 +72,24 @@ def test_pool_passes_an_items_own_exception_through_with_its_type():
         pool.close()
 
 
+def test_a_pool_whose_supervisor_fails_fails_its_items_instead_of_leaving_them_waiting(monkeypatch):
+    pool = DecodePool(1, name="test")
+    try:
+        assert pool.submit(abs, -1).result() == 1
+
+        def cannot_start_workers():
+            raise OSError(24, "Too many open files")
+
+        monkeypatch.setattr(pool, "_dispatch", cannot_start_workers)
+        task = pool.submit(abs, -2)
+        with pytest.raises(DecoderCrashed, match="decode pool failed .*Too many open files"):
+            task.result()
+        with pytest.raises(RuntimeError, match="closed"):
+            pool.submit(abs, -3)
+    finally:
+        pool.close()
+
+
 def test_idle_workers_end_and_the_next_item_starts_new_ones(monkeypatch):
     import multiprocessing
     import time
@@ -298,3 +316,13 @@ def test_segment_embedder_out_of_memory_is_halved_and_a_lost_device_stops_the_st
     with pytest.raises(StageAbort, match="illegal memory access"):
         run_stage("segment", params, table, tmp_path / "lost", root=root, input_desc=["x"], workers=1, progress=False)
     assert not list((tmp_path / "lost").glob("part-*"))
+
+
+def test_out_of_memory_reported_as_a_plain_cuda_runtime_error_is_halved_not_a_lost_device():
+    from vidrd_data.models.batches import is_device_failure, is_out_of_memory
+
+    for message in ("CUDA error: out of memory", "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"):
+        assert is_out_of_memory(RuntimeError(message)) and not is_device_failure(RuntimeError(message))
+    assert is_device_failure(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not is_out_of_memory(ValueError("out of memory"))
+

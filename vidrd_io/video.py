@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -394,7 +395,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int 
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.mp4")  # two writers never share one
     n, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 yuv420p needs even frame sizes, got {w}x{h}")

@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 from vidrd_data import manifest as mf
 from vidrd_data.mix import dedup
 from vidrd_data.mix.recipe import Recipe, RecipeError, Source, prepare_jobs
+from vidrd_data.run.options import RunOptions
 from vidrd_data.run.runner import clear_output, run_stage
 from vidrd_io import fs
 
@@ -71,7 +72,8 @@ DEDUP_BUCKET_KEYS = 4_000_000  # keys sorted at once: 16 B key + 8 B position ea
 
 
 def build(
-    recipe: Recipe, out: str | os.PathLike, *, workers: int = 1, executor: str = "local", progress: bool = True,
+    recipe: Recipe, out: str | os.PathLike, *, workers: int = RunOptions.workers, executor: str = RunOptions.executor,
+    progress: bool = True, gpus: str | None = RunOptions.gpus, gpus_per_worker: float | None = RunOptions.gpus_per_worker,
     shard_index: int | None = None, num_shards: int | None = None, merge_only: bool = False,
     allow_partial: bool = False,
 ) -> dict | None:
@@ -83,7 +85,8 @@ def build(
         for source, job in jobs:
             run_stage(job.stage, job.params, job.inputs, out / "sources" / source.name, root=job.root,
                       input_desc=job.input_desc, shard_size=source.shard_size or recipe.shard_size, workers=workers,
-                      progress=progress, executor=executor, shard_index=shard_index, num_shards=num_shards)
+                      progress=progress, executor=executor, gpus=gpus, gpus_per_worker=gpus_per_worker,
+                      shard_index=shard_index, num_shards=num_shards)
         if shard_index is not None:
             map_slice(recipe, out, shard_index, num_shards)
             return None

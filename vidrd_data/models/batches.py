@@ -23,10 +23,14 @@ DEVICE_FAILURES = (
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Return whether `exc` is torch's CUDA out-of-memory error."""
+    """Return whether `exc` is an accelerator out-of-memory error: torch's own, or one that cuBLAS/cuDNN report as a
+    plain RuntimeError ("CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED")."""
     import torch
 
-    return isinstance(exc, torch.cuda.OutOfMemoryError)
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    message = str(exc) if isinstance(exc, RuntimeError) else ""
+    return "out of memory" in message or "CUBLAS_STATUS_ALLOC_FAILED" in message
 
 
 def is_device_failure(exc: BaseException) -> bool:

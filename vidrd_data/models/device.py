@@ -24,9 +24,12 @@ def check_names(device: str, dtype: str = "auto") -> None:
     the worker: the driver (a CPU-only head node, say) is not where the model runs."""
     if device != "auto":
         try:
-            torch.device(device)
+            parsed = torch.device(device)
         except RuntimeError:
-            raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+            raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
+        if parsed.type == "cuda" and (parsed.index or 0) > 0:
+            raise ValueError(f"device {device!r}: each model worker sees only its own GPU as cuda; "
+                             "use --device cuda and choose GPUs with --gpus")
     if dtype != "auto" and dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r} (use auto, fp32, bf16 or fp16)")
 
@@ -38,7 +41,7 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+        raise ValueError(f"unknown device {device!r} (use auto, cpu or cuda)") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but CUDA is not available")
     return resolved

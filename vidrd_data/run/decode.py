@@ -390,6 +390,22 @@ class DecodePool:
     # -- the supervisor thread
 
     def _supervise(self) -> None:
+        try:
+            self._supervise_loop()
+        except BaseException as exc:  # noqa: BLE001 - a dead supervisor would leave every consumer waiting forever
+            log.error("decode pool %s failed: %s", self._thread.name, exc)
+            error = DecoderCrashed(f"the decode pool failed ({type(exc).__name__}: {exc})")
+            with self._lock:
+                self._closed = True
+                for task in self._queue:
+                    task._finish(error=error)
+                for w in self._workers:
+                    if w.task is not None:
+                        w.task._finish(error=error)
+                    if w.process.is_alive():
+                        w.process.kill()
+
+    def _supervise_loop(self) -> None:
         while True:
             with self._lock:
                 if self._closed:

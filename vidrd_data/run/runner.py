@@ -194,9 +194,14 @@ def slurm_slice(shard_index: int | None, num_shards: int | None) -> tuple[int | 
         try:
             task, first = int(env["SLURM_ARRAY_TASK_ID"]), int(env.get("SLURM_ARRAY_TASK_MIN") or 0)
             step = int(env.get("SLURM_ARRAY_TASK_STEP") or 1)
-            return (task - first) // max(step, 1), int(env["SLURM_ARRAY_TASK_COUNT"])
+            count = int(env["SLURM_ARRAY_TASK_COUNT"])
         except ValueError:
             raise RunnerError("$SLURM_ARRAY_TASK_ID/_MIN/_STEP/_COUNT are not integers") from None
+        index = (task - first) // max(step, 1)
+        # said aloud: an array whose tasks each have their own --out would otherwise run 1/N of each silently
+        log.warning("running slice %d of %d of the shards ($SLURM_ARRAY_TASK_*; pass --shard-index 0 --num-shards 1 "
+                    "for all of them)", index, count)
+        return index, count
     return shard_index, num_shards
 
 

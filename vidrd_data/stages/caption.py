@@ -83,7 +83,7 @@ class CaptionOptions:
     max_new_tokens: int = field(default=30, metadata={"help": "Longest caption, in tokens."})
     repetition_penalty: float = field(default=1.0, metadata={"help": "> 1 discourages repeated words."})
     batch_size: int = field(default=16, metadata={"help": "Frames per model call."})
-    device: str = field(default="auto", metadata={"help": "auto (CUDA if available), cpu, cuda or cuda:N."})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA if available), cpu or cuda (which GPUs: --gpus)."})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16."})
     prefetch_batches: int = field(default=4, metadata={"help": "Batches decoded ahead of the model, per worker."})
     decode_workers: int = field(default=0, metadata={

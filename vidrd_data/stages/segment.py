@@ -100,7 +100,7 @@ class SegmentOptions:
     max_seconds: float = field(default=60.0, metadata={"help": "Split longer segments evenly."})
     trim: float = field(default=0.0, metadata={"help": "Seconds trimmed off each end of a segment."})
     batch_size: int = field(default=32, metadata={"help": "Frames per embedder call."})
-    device: str = field(default="auto", metadata={"help": "auto (CUDA if available), cpu, cuda or cuda:N."})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA if available), cpu or cuda (which GPUs: --gpus)."})
     prefetch_chunks: int = field(default=16, metadata={
         "help": "Decoded chunks of frames queued ahead of the embedder, per worker."})
 

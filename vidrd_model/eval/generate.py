@@ -188,7 +188,7 @@ def remove_stale_temps(out_dir: Path, plan: GenerationPlan, now: float | None = 
     now = time.time() if now is None else now
     removed = []
     for path in Path(out_dir).glob(".*.tmp*"):
-        # ".X.mp4.tmp.mp4" (write_mp4's), ".X.json.abc123.tmp" (write_json_atomic's mkstemp name)
+        # ".X.mp4.<pid>.<hex>.tmp.mp4" (write_mp4's), ".X.json.abc123.tmp" (write_json_atomic's mkstemp name)
         owned = any(path.name.startswith(f".{name}.") for name in names)
         try:
             stale = now - path.stat().st_mtime > STALE_TEMP_SECONDS
