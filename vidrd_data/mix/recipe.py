@@ -67,7 +67,7 @@ class Recipe:
 
 
 def _stage_module(stage: str) -> str:
-    """Return the module of a built-in stage (the one registry, `STAGES`): it has `prepare(input, **options)`."""
+    """Return the module of a built-in stage (the one registry, `STAGES`): it has `prepare(input, **arguments)`."""
     if stage not in STAGES:
         raise RecipeError(f"unknown stage {stage!r} (known: {', '.join(STAGES)})")
     return STAGES[stage].partition(":")[0]

@@ -13,7 +13,7 @@ from vidrd_data import manifest as mf
 
 # Stage name → implementing class, so a manifest's `_manifest.json` is enough to re-run its stage (`retry`).
 # Imported lazily ("module:Class"), so a worker only loads the libraries its stage needs; each module also has
-# `prepare(input, **options) -> StageJob`, which the CLI and recipes call.
+# `prepare(input, **arguments) -> StageJob`, which the CLI and recipes call.
 STAGES = {
     "images": "vidrd_data.stages.images:ImageIngest",
     "videos": "vidrd_data.stages.videos:VideoIndex",
@@ -124,7 +124,7 @@ def stage_class(name: str) -> type[Stage]:
 class StageJob:
     """A stage with its options resolved and its input rows read: what `run_stage` needs besides where to write.
 
-    Each stage module has a `prepare(input, **options) -> StageJob`, used by the CLI and by recipes alike.
+    Each stage module has a `prepare(input, **arguments) -> StageJob`, used by the CLI and by recipes alike.
     `inputs` is a table, or a stream of record batches (read once, written to the run's `_inputs.parquet`).
     """
 
