@@ -59,6 +59,7 @@ from multiprocessing import util as mp_util
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from vidrd_data.run.processes import cores, exit_with_parent, picklable
 from vidrd_io.video import VideoError
 
 log = logging.getLogger(__name__)
@@ -208,7 +209,7 @@ def _worker_main(conn, stderr_path: str, parent: int, initializer: Callable | No
     os.dup2(fd, 2)  # the supervisor reads the tail of this file when the worker dies
     os.close(fd)
     faulthandler.enable()  # a segfault or abort leaves the Python stack in that tail
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=exit_with_parent, args=(parent,), daemon=True).start()
     if initializer is not None:
         initializer()
     while True:
@@ -238,28 +239,11 @@ def _worker_main(conn, stderr_path: str, parent: int, initializer: Callable | No
         except _Cancelled:
             conn.send(("done", task_id, None))
         except Exception as exc:  # noqa: BLE001 - the item's own failure: handed to the stage as its row's reason
-            conn.send(("error", task_id, _picklable(exc)))
+            conn.send(("error", task_id, picklable(exc)))
 
 
 class _Cancelled(Exception):
     pass
-
-
-def _exit_with_parent(parent: int) -> None:
-    from vidrd_data.run.executors import exit_with_parent
-
-    exit_with_parent(parent)
-
-
-def _picklable(exc: Exception) -> Exception:
-    """Return `exc`, or when it cannot be pickled an exception that can and reads the same in a row's error."""
-    import pickle
-
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001 - any pickling failure: keep the type's name and message
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
 def init_one_torch_thread() -> None:
@@ -627,9 +611,10 @@ def map_ordered(pool, fn: Callable, items: Iterable, path_of: Callable[[Any], st
 _END = object()
 
 
-def cores() -> int:
-    """Return the number of cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def default_decode_workers(beside_cuda: bool) -> int:
+    """Return the decode workers a model stage runs when not told: beside a CUDA model all cores but one (at most 8),
+    else a third of the cores (at least one), since decoding a clip costs about half what a CPU model does."""
+    return max(1, min(8, cores() - 1)) if beside_cuda else max(1, cores() // 3)
 
 
 # ---------------------------------------------------------------- stages that decode one thing per row

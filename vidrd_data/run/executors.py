@@ -46,12 +46,12 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import pickle
 import threading
 import time
 from collections import Counter, deque
 from multiprocessing.connection import wait
 
+from vidrd_data.run.processes import cores, exit_with_parent, picklable
 from vidrd_data.run.shard import ShardTask, run_shard
 from vidrd_data.run.stage import Resources, RunnerError, Stage, StageAbort
 
@@ -61,13 +61,6 @@ EXECUTORS = ("local", "ray")
 IN_FLIGHT = 2  # shards handed to one worker at a time: one running, one ready
 MAX_SHARD_ATTEMPTS = 4  # a shard whose worker died this many times while running it is given up
 MAX_DEATHS_WITHOUT_PROGRESS = 12  # worker deaths in a row with no shard finished (a stage that cannot start)
-
-
-def exit_with_parent(parent: int) -> None:
-    """End this worker when the run that started it is gone (killed with SIGKILL, say): no orphans left behind."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(1)
 
 
 # ---------------------------------------------------------------- placement
@@ -133,7 +126,7 @@ def local_slots(stage_cls: type[Stage], params: dict, workers: int, gpus: str | 
     if workers < 0:
         raise RunnerError(f"--workers must be ≥ 0 (0: auto), got {workers}")
     if not stage_cls.uses_device(params):
-        return [None] * (workers or min(4, _cores()))
+        return [None] * (workers or min(4, cores()))
     gpus_each = worker_resources(stage_cls, gpus_per_worker).gpus
     visible = visible_gpus()
     chosen = choose_gpus(gpus, visible) if on_gpu(stage_cls, params) else []
@@ -149,10 +142,6 @@ def local_slots(stage_cls: type[Stage], params: dict, workers: int, gpus: str | 
             raise RunnerError(f"a worker of {stage_cls.name or 'this stage'} needs {k} GPUs; {len(chosen)} chosen")
         slots = [",".join(chosen[i:i + k]) for i in range(0, len(chosen) - k + 1, k)]
     return slots[:workers] if workers else slots
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------- entry point
@@ -398,18 +387,10 @@ def _serve(conn, parent: int) -> None:
         except BaseException as exc:  # noqa: BLE001 - hand it to the driver, which ends the run with it
             log.debug("shard %d raised", task.index, exc_info=True)
             report.flush()
-            conn.send(("error", task.index, _picklable(exc)))
+            conn.send(("error", task.index, picklable(exc, RunnerError)))
             return
         report.flush()
         conn.send(("done", task.index))
-
-
-def _picklable(exc: BaseException) -> BaseException:
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001 - any exception that does not survive pickling is sent as its message
-        return RunnerError(f"{type(exc).__name__}: {exc}")
 
 
 class _Reporter:

@@ -38,8 +38,9 @@ from vidrd_data.manifest import make_sample_id
 from vidrd_data.ops.clips import (FRAME_POLICIES, Clip, choose_caption, clip_windows, frame_groups, frame_times,
                                   input_span)
 from vidrd_data.models.batches import outputs_in_halves
-from vidrd_data.run.decode import DEFAULT_TIMEOUT_S, DecodeTimeout, DecoderCrashed, FailureLog, cores, \
-    init_one_torch_thread, make_pool
+from vidrd_data.run.decode import DEFAULT_TIMEOUT_S, DecodeTimeout, DecoderCrashed, FailureLog, \
+    default_decode_workers, init_one_torch_thread, make_pool
+from vidrd_data.run.processes import cores
 from vidrd_data.run.stage import Stage, StageAbort, StageJob
 from vidrd_data.sources import InputError, humanize_label
 from vidrd_io.video import VideoError, VideoInfo, open_video, read_frames
@@ -380,9 +381,7 @@ class CaptionClips(Stage):
         least one), since decoding and preprocessing a clip cost about half what the model does (benchmarks/)."""
         if self.options.decode_workers:
             return self.options.decode_workers
-        if self.captioner is not None and self.captioner.device.type == "cuda":
-            return max(1, min(8, cores() - 1))
-        return max(1, cores() // 3)
+        return default_decode_workers(self.captioner is not None and self.captioner.device.type == "cuda")
 
     def decoder(self) -> ClipDecoder:
         """Return what the decode workers run: this stage's planning, decoding and the captioner's image step."""

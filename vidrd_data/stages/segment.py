@@ -33,7 +33,7 @@ from vidrd_data.manifest import make_sample_id
 from vidrd_data.models.batches import outputs_in_halves
 from vidrd_data.ops.clips import input_span
 from vidrd_data.ops.shots import EPS, Segmentation, caption_times, provenance, segment_video
-from vidrd_data.run.decode import DEFAULT_TIMEOUT_S, DecodePool, FailureLog, cores
+from vidrd_data.run.decode import DEFAULT_TIMEOUT_S, DecodePool, FailureLog, default_decode_workers
 from vidrd_data.run.stage import Stage, StageAbort, StageJob
 from vidrd_data.sources import InputError
 from vidrd_io.sampling import FrameSampler, SampledChunk
@@ -332,9 +332,7 @@ class SegmentVideos(Stage):
     def decode_workers(self) -> int:
         """Decode worker processes: beside a CUDA model all cores but one (at most 8), else a third of the cores."""
         device = getattr(self.embedder, "device", None)
-        if device is not None and device.type == "cuda":
-            return max(1, min(8, cores() - 1))
-        return max(1, cores() // 3)
+        return default_decode_workers(device is not None and device.type == "cuda")
 
     def span_decoder(self) -> SpanDecoder:
         """Return what the decode workers run for each row."""
