@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install $(TORCH_SPEC)
-	$(PY) -m pip install -e ".[test,demo,bench,ray]"
+	$(PY) -m pip install -e ".[test,demo,bench,ray,cloud]"
 	touch $(STAMP)
 
 install: $(STAMP)
