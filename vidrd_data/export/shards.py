@@ -16,7 +16,6 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vidrd_data import manifest as mf
 from vidrd_data.export.clips import bucket_name, clip_frames, mp4_bytes
 from vidrd_data.run.stage import Stage
 from vidrd_io.fs import atomic_write
