@@ -6,6 +6,7 @@ from rich.console import Console
 
 from vidrd_data.run import progress
 from vidrd_data.run.progress import BatchedReport, RayCounter, run_progress
+from vidrd_data.run.stage import Stage
 
 
 def test_the_bar_counts_input_rows_and_shows_rows_per_second_and_an_eta():
@@ -46,3 +47,36 @@ def test_the_ray_counter_hands_out_what_was_added_since_the_last_take():
     counter.add(1, 0, 1)
     assert counter.take() == (3, 1, 3)
     assert counter.take() == (0, 0, 0)
+
+
+EVENTS = []
+
+
+class Recording(Stage):
+    """A stage that notes when it processes each row."""
+
+    name = "recording"
+
+    def process(self, row):
+        EVENTS.append(("processed", row["input_row"]))
+        return [{"sample_id": f"s{row['input_row']}", "kind": "image"}]
+
+
+def test_rows_are_reported_while_the_shard_runs_not_when_it_ends(tmp_path, monkeypatch):
+    import contextlib
+
+    import pyarrow as pa
+
+    from vidrd_data.run import executors
+    from vidrd_data.run.runner import run_stage
+
+    @contextlib.contextmanager
+    def recording(label, total, enabled=True, console=None):
+        yield lambda ok, failed, rows=1: EVENTS.append(("reported", rows))
+
+    monkeypatch.setattr(executors, "run_progress", recording)
+    EVENTS.clear()
+    run_stage("tests.test_progress:Recording", {}, pa.table({"source_path": ["a", "b", "c"]}), tmp_path / "m",
+              root=None, input_desc=["t"], shard_size=10, progress=False)
+    assert EVENTS == [("processed", 0), ("reported", 1), ("processed", 1), ("reported", 1), ("processed", 2),
+                      ("reported", 1)]
