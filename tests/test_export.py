@@ -131,6 +131,22 @@ def test_hf_export_opens_with_datasets_load_dataset_and_documents_its_schema(cli
     assert all(f"| {name} |" in card for name in HF_SCHEMA.names) and card == dataset_card(str(clips))
 
 
+def test_a_clip_that_cannot_be_read_fails_its_row_and_retry_refuses_to_rewrite_a_shard(clips, tmp_path, capsys):
+    from vidrd_data.run.runner import retry_failed
+    from vidrd_data.run.stage import StageAbort
+
+    (clips.parent / "vids" / "b.mp4").unlink()  # gone after the manifest was made
+    out = tmp_path / "wds"
+    _export(capsys, clips, out, "--format", "webdataset")
+    rows = {r["source_path"]: r for r in mf.Manifest.open(out / "_export").read().to_pylist()}
+    assert rows["b.mp4"]["status"] == "failed" and "no such file" in rows["b.mp4"]["error"]
+    assert rows["a.mp4"]["status"] == "ok" and rows["a.mp4"]["export_file"] == "00000.tar"
+    before = (out / "00000.tar").read_bytes()
+    with pytest.raises(StageAbort, match="cannot be retried alone"):
+        retry_failed(out / "_export", progress=False)
+    assert (out / "00000.tar").read_bytes() == before
+
+
 def test_csv_export_holds_the_ok_rows(clips, tmp_path, capsys):
     _export(capsys, clips, tmp_path / "c", "--format", "csv")
     table = pacsv.read_csv(tmp_path / "c" / "rows.csv")
@@ -148,10 +164,8 @@ def test_bad_export_options_end_in_one_line_and_exit_status_2(clips, tmp_path, c
 
 
 def test_a_killed_export_resumes_to_the_same_files(tmp_path, capsys):
-    counter = shared_video("counter.mp4").read_bytes()  # 1080p: each clip takes a while to encode
-    for i in range(2):
-        (tmp_path / "v" / f"c{i}.mp4").parent.mkdir(exist_ok=True)
-        (tmp_path / "v" / f"c{i}.mp4").write_bytes(counter)
+    write_mp4(tmp_path / "v" / "a.mp4", _frames(16, 48, 64, 0), fps=8)  # shard 0: quick
+    (tmp_path / "v" / "b.mp4").write_bytes(shared_video("counter.mp4").read_bytes())  # shard 1: 1080p, slow to encode
     _manifest(videos.prepare(str(tmp_path / "v")), tmp_path / "m")
     command = [sys.executable, "-m", "cli.data", "export", str(tmp_path / "m"), "--shard-size", "1", "--workers", "1",
                "--no-progress", "--out"]

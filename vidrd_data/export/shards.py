@@ -8,8 +8,10 @@ part has a done-marker is complete, and a shard killed part-way is redone whole 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import tarfile
 from pathlib import Path
 from typing import Iterator
 
@@ -17,7 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vidrd_data.export.clips import bucket_name, clip_frames, mp4_bytes
-from vidrd_data.run.stage import Stage
+from vidrd_data import manifest as mf
+from vidrd_data.run.stage import Stage, StageAbort
 from vidrd_io.fs import atomic_write
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ class ExportShards(Stage):
             return
         p = self.params
         index = rows[0]["input_row"] // p["shard_size"]
+        self._refuse_part_of_a_shard(index, rows)
         encoded = [(row, self._encode(row)) for row in rows]
         ok = [(row, clip) for row, clip in encoded if not isinstance(clip, Exception)]
         written = self._write_webdataset(index, ok) if p["format"] == "webdataset" else self._write_hf(index, ok)
@@ -72,6 +76,16 @@ class ExportShards(Stage):
             out = {name: row.get(name) for name in METADATA}
             out.update(export_file=written[row["sample_id"]], export_key=row["sample_id"], bucket=clip["bucket"])
             yield row, [out]
+
+    def _refuse_part_of_a_shard(self, index: int, rows: list[dict]) -> None:
+        """Raise StageAbort unless `rows` are the whole shard: a shard's file is written from all its rows, so
+        `vidrd-data retry` (which hands a stage only the failed rows) would write a file without the others."""
+        meta = json.loads((Path(self.work_dir) / mf.MANIFEST_FILE).read_text(encoding="utf-8"))
+        start = index * self.params["shard_size"]
+        whole = range(start, min(start + self.params["shard_size"], int(meta["num_inputs"])))
+        if [r["input_row"] for r in rows] != list(whole):
+            raise StageAbort("an export's shards are written whole: its failed rows cannot be retried alone; fix "
+                             "their sources and run the export again with --overwrite")
 
     def _encode(self, row: dict) -> dict | Exception:
         """Return a row's clip (mp4 bytes, bucket, size) or the exception that stopped it (the row then fails)."""
@@ -86,8 +100,6 @@ class ExportShards(Stage):
         return Path(self.work_dir).parent  # the runner's manifest is DIR/_export; the files go in DIR
 
     def _write_webdataset(self, index: int, clips: list[tuple[dict, dict]]) -> dict[str, str]:
-        import webdataset as wds
-
         groups: dict[str | None, list] = {}
         for row, clip in clips:
             groups.setdefault(clip["bucket"] if self.params["bucket"] else None, []).append((row, clip))
@@ -96,11 +108,13 @@ class ExportShards(Stage):
             name = shard_file("webdataset", index, bucket)
 
             def write(tmp, members=members):
-                with wds.TarWriter(tmp, user="vidrd", group="vidrd", mtime=TAR_MTIME) as sink:
+                with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
                     for row, clip in members:
-                        meta = {name: row.get(name) for name in METADATA} | {"bucket": clip["bucket"]}
-                        sink.write({"__key__": row["sample_id"], "mp4": clip["mp4"], "txt": row.get("caption") or "",
-                                    "json": json.dumps(meta, sort_keys=True).encode("utf-8")})
+                        meta = {n: row.get(n) for n in METADATA} | {"bucket": clip["bucket"]}
+                        key = row["sample_id"]
+                        _add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode("utf-8"))
+                        _add(tar, f"{key}.mp4", clip["mp4"])
+                        _add(tar, f"{key}.txt", (row.get("caption") or "").encode("utf-8"))
 
             atomic_write(self._out() / name, write)
             written.update({row["sample_id"]: name for row, _ in members})
@@ -113,3 +127,14 @@ class ExportShards(Stage):
         table = pa.Table.from_pylist(records, schema=HF_SCHEMA)
         atomic_write(self._out() / name, lambda tmp: pq.write_table(table, tmp))
         return {row["sample_id"]: name for row, _ in clips}
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add one member as webdataset expects it (`KEY.EXT`, a sample's members adjacent), with fixed header fields.
+
+    The stdlib's tarfile rather than `webdataset.TarWriter`: importing webdataset imports torch (over a second in
+    every export worker) for what is a dozen lines of tar writing."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
+    info.uname = info.gname = "vidrd"
+    tar.addfile(info, io.BytesIO(data))
