@@ -78,7 +78,7 @@ def test_video2dataset_tars_become_one_row_per_sample_with_its_caption_key_and_u
     why = {r["key"] or r["source_path"]: r.get(mf.INPUT_ERROR) for r in rows}
     assert "no video member" in why["000000003"]
     assert "failed_to_download: HTTP Error 404" in why["000000004"]
-    assert "unreadable after" in why["00001.tar"]
+    assert "is cut short in 000010001.mp4" in why["00001.tar"]
     assert why["000000000"] is None and why["000000002"] is None  # a corrupt video is the decoder's to refuse
 
 
@@ -91,7 +91,8 @@ def test_videos_stage_probes_videos_inside_the_tar_and_accounts_for_every_sample
     assert counter["status"] == "ok" and (counter["num_frames"], counter["width"]) == (30, 1920)
     assert counter["caption"] == "a counter counts" and counter["caption_source"] == "original"
     assert rows["000010000"]["status"] == "ok"  # the sample before the cut is kept
-    assert "cut short" in rows["000010001"]["error"]  # its video member is where the tar was cut
+    assert "no video member" in rows["000010001"]["error"]  # its json came before its cut video
+    assert "cut short" in rows["000010001"]["error"]
     for key in ("000000002", "000000003", "000000004", "00001.tar"):
         assert rows[key]["status"] == "failed" and rows[key]["error"], key
     assert "decode" in rows["000000002"]["error"].lower() or "video" in rows["000000002"]["error"].lower()
@@ -131,6 +132,18 @@ def test_video2dataset_parquet_shards_hold_the_videos_and_their_failures(tmp_pat
     assert rows["a"]["source_path"] == "00000.parquet#a.mp4"
     assert rows["b"]["status"] == "failed" and "failed_to_download: timeout" in rows["b"]["error"]
     assert rows["c"]["status"] == "failed" and "no mp4 bytes" in rows["c"]["error"]
+
+
+def test_a_tar_cut_between_members_is_reported_not_taken_for_a_complete_shard(tmp_path):
+    fades = shared_video("fades.mp4").read_bytes()
+    folder = write_v2d_tar(tmp_path / "v2d", [("a", fades, "one"), ("b", fades, "two")])
+    whole = (folder / "00000.tar").read_bytes()
+    (folder / "00000.tar").write_bytes(whole[: whole.index(b"b.json")])  # cut at the header of b's first member
+    rows = {r["key"] or r["source_path"]: r for r in video_layout(str(folder))[0].to_pylist()}
+    assert rows["a"].get(mf.INPUT_ERROR) is None
+    why = rows["00000.tar"][mf.INPUT_ERROR]  # tarfile's own error, or our check of the end-of-archive marker
+    assert "unreadable after 1 sample" in why or "no end-of-archive marker after 1 sample" in why, why
+    assert "not read" in rows["b"][mf.INPUT_ERROR]  # listed in the parquet sidecar: its video was in the lost part
 
 
 def test_a_plain_list_table_is_not_taken_for_video2dataset_output(tmp_path):

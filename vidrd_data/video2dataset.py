@@ -125,7 +125,7 @@ def _tar_rows(tars: list[Path], source_dataset: str | None) -> tuple[pa.Table, P
             meta, meta_error = _meta(sample.get(".json"), key)
             caption, caption_error = _caption(sample.get(".txt"), meta, key)
             video = sample.get("video")
-            error = None if video else (f"no video member before the tar broke: {problem}" if problem else
+            error = None if video else (f"no video member: {problem}" if problem else
                                         f"video2dataset sample {key} has no video member in {tar_path.name}")
             location = f"{stored}{TAR_MEMBER_SEP}{video or key}"
             rows.add(location, key.rsplit("/", 1)[-1], caption, _text(meta.get("url")),
@@ -150,12 +150,20 @@ def _tar_rows(tars: list[Path], source_dataset: str | None) -> tuple[pa.Table, P
 
 
 def _scan_tar(tar_path: Path) -> tuple[dict[str, dict], str | None]:
-    """Return the samples of a tar read as a stream (key → video member name and sidecar bytes) and, when it breaks
-    part-way (truncated, corrupt header), why: the samples before the break are kept."""
+    """Return the samples of a tar (key → video member name and sidecar bytes) and, when it is cut short or
+    corrupt, why: the samples before the break are kept.
+
+    The headers are read by seeking over the members' data, so listing a shard reads a few kB, not its videos;
+    tarfile then takes a missing end as the archive's end, so a cut is found from the sizes and the end marker.
+    """
     samples: dict[str, dict] = {}
+    size = tar_path.stat().st_size
     try:
-        with tarfile.open(tar_path, "r|*") as tar:  # one sequential pass, as webdataset reads shards
+        with tarfile.open(tar_path, "r:") as tar:  # uncompressed, as video2dataset writes them: members seekable
             for member in tar:
+                if member.offset_data + member.size > size:
+                    return samples, f"tar shard {tar_path.name} is cut short in {member.name} " \
+                                    f"(after {len(samples)} sample(s))"
                 if not member.isfile():
                     continue
                 base = member.name.rsplit("/", 1)[-1]
@@ -166,9 +174,16 @@ def _scan_tar(tar_path: Path) -> tuple[dict[str, dict], str | None]:
                     sample["video"] = member.name
                 elif ext in (".txt", ".json"):
                     sample[ext] = tar.extractfile(member).read()
+            end = tar.offset
     except (tarfile.TarError, OSError, EOFError) as exc:
         return samples, f"tar shard {tar_path.name} is unreadable after {len(samples)} sample(s): " \
                         f"{type(exc).__name__}: {exc}"
+    with open(tar_path, "rb") as f:
+        f.seek(end)
+        marker = f.read(2 * tarfile.BLOCKSIZE)
+    if marker != bytes(2 * tarfile.BLOCKSIZE):
+        return samples, f"tar shard {tar_path.name} is cut short (no end-of-archive marker after " \
+                        f"{len(samples)} sample(s))"
     return samples, None
 
 
