@@ -2,6 +2,7 @@
 sample and every member ends as an ok row or a failed row with its reason."""
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,9 +30,9 @@ def write_v2d_tar(folder, samples, failed=(), shard="00000"):
     folder.mkdir(parents=True, exist_ok=True)
     metas = []
     with wds.TarWriter(str(folder / f"{shard}.tar")) as sink:
-        for key, video, caption in samples:
-            meta = _meta(key, caption)
-            sample = {"__key__": key, "txt": caption, "json": json.dumps(meta, indent=4)}
+        for key, video, text in samples:
+            meta = _meta(key, text)
+            sample = {"__key__": key, "txt": text, "json": json.dumps(meta, indent=4)}
             if video is not None:
                 sample["mp4"] = video
             sink.write(sample)
@@ -144,6 +145,27 @@ def test_a_tar_cut_between_members_is_reported_not_taken_for_a_complete_shard(tm
     why = rows["00000.tar"][mf.INPUT_ERROR]  # tarfile's own error, or our check of the end-of-archive marker
     assert "unreadable after 1 sample" in why or "no end-of-archive marker after 1 sample" in why, why
     assert "not read" in rows["b"][mf.INPUT_ERROR]  # listed in the parquet sidecar: its video was in the lost part
+
+
+def test_a_killed_workers_member_cache_is_removed_by_the_next_one(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    from vidrd_io import members
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(members, "_cache_dir", None)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / f"vidrd-members-{gone.pid}-x"
+    stale.mkdir()
+    (stale / "big.mp4").write_bytes(b"0" * 100)
+    folder = write_v2d_tar(tmp_path / "v2d", [("a", shared_video("counter.mp4").read_bytes(), "one")])
+    local = members.local_file(str(folder / "00000.tar#a.mp4"))
+    assert not stale.exists()
+    assert local.startswith(str(tmp_path / f"vidrd-members-{os.getpid()}-"))
+    assert open(local, "rb").read() == shared_video("counter.mp4").read_bytes()
 
 
 def test_a_plain_list_table_is_not_taken_for_video2dataset_output(tmp_path):

@@ -83,8 +83,8 @@ def _video_column(path: Path) -> str | None:
         return None
     if "key" not in schema.names:
         return None
-    return next((c for c in VIDEO_COLUMNS if c in schema.names and pa.types.is_binary(schema.field(c).type)
-                 or c in schema.names and pa.types.is_large_binary(schema.field(c).type)), None)
+    binary = {f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)}
+    return next((c for c in VIDEO_COLUMNS if c in binary), None)
 
 
 class _Rows:

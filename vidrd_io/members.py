@@ -4,7 +4,8 @@ video2dataset keeps its videos as tar members (its webdataset output) or as a bi
 parquet output). decord and PyAV read paths, and their seeking readers need a seekable file, so a member is copied
 once into a bounded local cache and decoded from there: a cache rather than in-memory bytes because the readers open
 a file several times (probe, then frames), and bounded because a run reads many shards. The cache is per process
-(each decode worker keeps its own, removed when it exits): no locking between workers, and a worker killed by the
+(each decode worker keeps its own, removed when it exits, or by the next process to start a cache when it
+was killed): no locking between workers, and a worker killed by the
 runner leaves at most its own temp directory.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import glob
 import hashlib
 import logging
 import os
@@ -102,9 +104,28 @@ def local_file(location: str) -> str:
 def _directory() -> str:
     global _cache_dir
     if _cache_dir is None or not os.path.isdir(_cache_dir):
-        _cache_dir = tempfile.mkdtemp(prefix="vidrd-members-")
+        _sweep_dead()
+        _cache_dir = tempfile.mkdtemp(prefix=f"vidrd-members-{os.getpid()}-")
         atexit.register(shutil.rmtree, _cache_dir, True)
     return _cache_dir
+
+
+def _sweep_dead() -> None:
+    """Remove the caches of processes that are gone: a decode worker killed by its supervisor never runs atexit."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "vidrd-members-*-*")):
+        pid = os.path.basename(path).split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to clean
+        return True
+    return True
 
 
 def _evict() -> None:
