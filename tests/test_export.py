@@ -157,6 +157,7 @@ def test_csv_export_holds_the_ok_rows(clips, tmp_path, capsys):
     (["--format", "mov"], "--format must be one of"),
     (["--latents", "cache"], "--latents is not supported yet"),
     (["--format", "hf", "--bucket"], "--bucket applies to --format webdataset only"),
+    (["--format", "csv", "--shard-index", "0", "--num-shards", "2"], "--shard-index/--num-shards do not apply"),
 ])
 def test_bad_export_options_end_in_one_line_and_exit_status_2(clips, tmp_path, capsys, options, needle):
     code, _, err = run_cli(main, capsys, "export", clips, "--out", tmp_path / "o", *options)

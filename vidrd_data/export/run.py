@@ -43,6 +43,8 @@ def export(arguments: ExportArguments, out: str | os.PathLike, **run_options) ->
     rows = rows.drop_columns([c for c in _DROPPED if c in rows.column_names])
     out = Path(out)
     if a.format == "csv":
+        if run_options.get("shard_index") is not None or run_options.get("num_shards") is not None:
+            raise InputError("--format csv writes one file at once: --shard-index/--num-shards do not apply")
         return _write_csv(rows, out)
     if rows.num_rows == 0:
         raise InputError(f"{a.manifest} has no ok rows to export")
