@@ -197,6 +197,41 @@ def _retry_command():
 app.command("retry")(_retry_command())
 
 
+# ---------------------------------------------------------------- export (WebDataset, Hugging Face datasets, CSV)
+
+
+def _export_command():
+    """Return the `export` command function: `ExportArguments` and the `RunOptions` that `run_stage` takes."""
+    from vidrd_data.export.options import ExportArguments
+
+    def export(out_dir: Path, **given) -> None:
+        """Export a manifest's ok rows as WebDataset tar shards, a Hugging Face datasets folder, or CSV."""
+        from vidrd_data.export.run import export as run_export
+        from vidrd_data.run.runner import run_stage
+
+        _check_out(out_dir)
+        run_names = {f.name for f in fields(RunOptions)}
+        arguments = ExportArguments(**{k: v for k, v in given.items() if k not in run_names})
+        result = run_export(arguments, out_dir, **_run_options_for(run_stage, given))
+        if isinstance(result, Path):
+            out.print(f"[bold]{result}[/]")
+        else:
+            _print_summary(result)
+
+    options = [p for p in [*_parameters(ExportArguments), *_parameters(RunOptions)] if p.name != "manifest"]
+    manifest = typer.Argument(..., help=_field_help(ExportArguments, "manifest"))
+    export.__signature__ = inspect.Signature([  # MANIFEST, --out, the options
+        inspect.Parameter("manifest", inspect.Parameter.KEYWORD_ONLY, default=manifest, annotation=str),
+        inspect.Parameter("out_dir", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                          default=typer.Option(..., "--out", "-o", help="Folder to export into (resumed).")),
+        *options,
+    ])
+    return export
+
+
+app.command("export")(_export_command())
+
+
 def _open(manifest_dir: Path, root: Optional[Path]):
     from vidrd_data.manifest import Manifest
 

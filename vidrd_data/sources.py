@@ -167,18 +167,19 @@ def text_values(column: pa.ChunkedArray, what: str) -> tuple[list[str | None], l
                 errors.append(f"{what} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})")
                 continue
             values.append(text)
-            errors.append(_text_problem(text, what))
+            errors.append(text_problem(text, what))
     else:
         try:
             column = pc.cast(column, pa.string())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise InputError(f"the {what} column holds {kind} values, not text") from None
         values = column.to_pylist()
-        errors = [_text_problem(v, what) for v in values]
+        errors = [text_problem(v, what) for v in values]
     return [None if e else v for v, e in zip(values, errors)], errors
 
 
-def _text_problem(text: str | None, what: str) -> str | None:
+def text_problem(text: str | None, what: str) -> str | None:
+    """Return why a text value is unusable (a NUL character, over `MAX_TEXT_CHARS`), or None when it is fine."""
     if text is None:
         return None
     if "\x00" in text:
@@ -287,7 +288,7 @@ def _read_caption_file(path: Path) -> tuple[str | None, str | None]:
         caption = raw.decode("utf-8").strip()
     except UnicodeDecodeError as exc:
         return None, f"caption file {path.name} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
-    error = _text_problem(caption, f"caption file {path.name}")
+    error = text_problem(caption, f"caption file {path.name}")
     return (None, error) if error else (caption, None)
 
 
@@ -385,7 +386,7 @@ def webdataset_shards(pattern: str, *, source_dataset: str | None = None) -> tup
                 error = f"caption of {key} is not valid UTF-8 text/JSON ({exc.__class__.__name__})"
             if not isinstance(caption, (str, type(None))):
                 caption, error = None, f"caption of {key} in its .json is a {type(caption).__name__}, not text"
-            error = error or _text_problem(caption, f"caption of {key}")
+            error = error or text_problem(caption, f"caption of {key}")
             caption = None if error else caption
             rows["source_path"].append(f"{stored}#{sample['image']}")
             rows["caption"].append(caption)
@@ -593,3 +594,20 @@ def manifest_rows(
         table = table.filter(pc.equal(table["kind"], kind))
     drop = [c for c in ("status", "error", "input_row", "sample_id") if c in table.column_names]
     return table.drop_columns(drop), Path(m.root) if m.root else None
+
+
+# Readers of other tools' video outputs, tried by the video stages (`caption`, `segment`, `videos`) before their own
+# readers: `module:function(input, source_dataset=...)` returning (rows, root), or None when `input` is not its kind.
+VIDEO_LAYOUTS = ["vidrd_data.video2dataset:read_input"]
+
+
+def video_layout(input: str, *, source_dataset: str | None = None) -> tuple[pa.Table, Path] | None:
+    """Return the rows and root of `input` read by the first of `VIDEO_LAYOUTS` that knows it, or None."""
+    import importlib
+
+    for target in VIDEO_LAYOUTS:
+        module, _, function = target.partition(":")
+        found = getattr(importlib.import_module(module), function)(input, source_dataset=source_dataset)
+        if found is not None:
+            return found
+    return None

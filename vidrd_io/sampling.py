@@ -11,6 +11,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
+from vidrd_io.members import local_file
 from vidrd_io.video import VideoError, VideoInfo, open_container
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class FrameSampler:
 
     def chunks(self, path: str, info: VideoInfo, first: int, stop: int, start_time: float) -> Iterator[SampledChunk]:
         """Yield the chunks of frames `[first, stop)` (indices into `info.timestamps`)."""
+        path = local_file(path)  # a tar/Parquet member (video2dataset shards): its cached copy
         width, height = decode_size(info.width, info.height, self.frame_size)
         stop_time = float(info.timestamps[stop]) if stop < info.num_frames else None
         try:

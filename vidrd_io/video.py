@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vidrd_io.members import local_file
+
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
@@ -327,7 +329,7 @@ def open_video(path: str | os.PathLike, rotation: bool = False, reader: str = "d
     """
     if reader not in ("decord", "pyav"):
         raise ValueError(f"reader must be 'decord' or 'pyav', got {reader!r}")
-    path = os.fspath(path)
+    path = local_file(os.fspath(path))  # a tar/Parquet member (video2dataset shards): its cached copy
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
     try:

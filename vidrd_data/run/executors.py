@@ -47,11 +47,11 @@ import math
 import multiprocessing as mp
 import os
 import threading
-import time
 from collections import Counter, deque
 from multiprocessing.connection import wait
 
 from vidrd_data.run.processes import cores, exit_with_parent, picklable
+from vidrd_data.run.progress import REPORT_EVERY_S, BatchedReport, RayCounter, run_progress
 from vidrd_data.run.shard import ShardTask, run_shard
 from vidrd_data.run.stage import Resources, RunnerError, Stage, StageAbort
 
@@ -153,29 +153,9 @@ def execute(
     label: str = "",
 ) -> None:
     """Run every shard task to its part, or raise (`StageAbort`, a stage's setup error, `RunnerError`)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     if executor not in EXECUTORS:
         raise RunnerError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} samples/s"),
-        TextColumn("[green]ok {task.fields[ok]}[/] [red]failed {task.fields[failed]}[/]"),
-        TimeElapsedColumn(),
-    ]
-    counts = {"ok": 0, "failed": 0}
-    t0 = time.perf_counter()
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task_id = bar.add_task(label, total=total, rate="-", ok=0, failed=0)
-
-        def advance(ok: int, failed: int) -> None:
-            counts["ok"] += ok
-            counts["failed"] += failed
-            rate = (counts["ok"] + counts["failed"]) / max(time.perf_counter() - t0, 1e-9)
-            bar.update(task_id, advance=ok + failed, rate=f"{rate:.1f}", **counts)
-
+    with run_progress(label, total, progress) as advance:
         if executor == "ray":
             _execute_ray(tasks, stage_cls, params, workers, gpus, gpus_per_worker, advance)
             return
@@ -369,7 +349,7 @@ def _serve(conn, parent: int) -> None:
     """A local worker's main loop: run each shard descriptor it is sent until told to stop (None)."""
     logging.basicConfig(level=logging.WARNING)
     threading.Thread(target=exit_with_parent, args=(parent,), daemon=True).start()
-    report = _Reporter(conn)
+    report = BatchedReport(lambda ok, failed, rows: conn.send(("progress", -1, ok, failed, rows)))
     while True:
         try:
             task = conn.recv()
@@ -393,35 +373,18 @@ def _serve(conn, parent: int) -> None:
         conn.send(("done", task.index))
 
 
-class _Reporter:
-    """Per-row progress batched into at most 4 messages a second on the worker's pipe."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.ok = self.failed = 0
-        self.t = time.monotonic()
-
-    def __call__(self, ok: int, failed: int) -> None:
-        self.ok += ok
-        self.failed += failed
-        if time.monotonic() - self.t > 0.25:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.ok or self.failed:
-            self.conn.send(("progress", -1, self.ok, self.failed))
-        self.ok = self.failed = 0
-        self.t = time.monotonic()
-
-
 # ---------------------------------------------------------------- Ray
 
 
 class ShardActor:
     """A Ray actor that serves shard descriptors; its stage is set up on its first shard and kept."""
 
-    def run(self, task: ShardTask) -> dict:
-        return run_shard(task)
+    def run(self, task: ShardTask, counter=None) -> dict:
+        report = BatchedReport(lambda ok, failed, rows: counter.add.remote(ok, failed, rows)) if counter else None
+        stats = run_shard(task, report=report)
+        if report is not None:
+            report.flush()
+        return stats
 
 
 def _execute_ray(tasks: list[ShardTask], stage_cls: type[Stage], params: dict, workers: int, gpus: str | None,
@@ -460,20 +423,25 @@ def _execute_ray(tasks: list[ShardTask], stage_cls: type[Stage], params: dict, w
         return
     actor_cls = ray.remote(num_cpus=res.cpus, num_gpus=gpus_each, max_restarts=0, max_task_retries=0)(ShardActor)
     actors = [actor_cls.remote() for _ in range(n)]
+    counter = ray.remote(num_cpus=0)(RayCounter).remote()  # the actors' row counts, taken while shards run
     in_hand: dict[int, list[tuple[ShardTask, object]]] = {i: [] for i in range(n)}  # actor → (task, ref), FIFO
     sched = _Scheduler(tasks)
     try:
         while True:
             for i, actor in enumerate(actors):
                 while (task := sched.next_for([t for t, _ in in_hand[i]])) is not None:
-                    in_hand[i].append((task, actor.run.remote(task)))
+                    in_hand[i].append((task, actor.run.remote(task, counter)))
             refs = {ref: i for i, pairs in in_hand.items() for _, ref in pairs}
             if not refs:
                 break
-            [ready], _ = ray.wait(list(refs), num_returns=1)
+            done, _ = ray.wait(list(refs), num_returns=1, timeout=REPORT_EVERY_S)
+            advance(*ray.get(counter.take.remote()))
+            if not done:
+                continue
+            [ready] = done
             i = refs[ready]
             try:
-                stats = ray.get(ready)
+                ray.get(ready)  # raises what the shard raised
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if exc.cause is not None else RunnerError(str(exc).splitlines()[0])
                 raise StageAbort(str(cause)) if isinstance(cause, StageAbort) else cause from None
@@ -487,9 +455,9 @@ def _execute_ray(tasks: list[ShardTask], stage_cls: type[Stage], params: dict, w
                 continue
             in_hand[i] = [(t, r) for t, r in in_hand[i] if r != ready]
             sched.finished()
-            advance(stats["ok"], stats["failed"])
+        advance(*ray.get(counter.take.remote()))  # the last shard's last batch
     finally:
-        for actor in actors:
+        for actor in [*actors, counter]:
             ray.kill(actor)
         # a killed actor's calls fail once Ray knows it is gone: wait for that (its process may still outlive
         # this by a moment and leave a temp file, which the next run deletes)

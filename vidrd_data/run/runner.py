@@ -331,7 +331,7 @@ def run_stage(
     start = time.perf_counter()
     try:
         execute(tasks, cls, params, workers=workers, executor=executor, gpus=gpus, gpus_per_worker=gpus_per_worker,
-                progress=progress, total=sum(t.num_rows for t in tasks), label=stage_name)
+                progress=progress, total=sum(t.num_rows for t in tasks), label=cls.name or stage_name)
     except StageAbort:
         _remove_incomplete(out, mine)  # the shards that were in hand: killed mid-write, redone on resume
         raise

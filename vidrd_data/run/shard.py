@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -148,8 +149,9 @@ def run_shard(task: ShardTask, report=None) -> dict:
     outputs: list[dict] = []
     # a source reader that could not read a row (bad bytes in a caption file, say) says why in `_input_error`
     unreadable = [r for r in todo if r.get(mf.INPUT_ERROR)]
-    results = [(r, ValueError(r[mf.INPUT_ERROR])) for r in unreadable]
-    results += stage.process_many([dict(r) for r in todo if not r.get(mf.INPUT_ERROR)])
+    results = itertools.chain(  # lazily: each row is reported as the stage yields it, not when the shard ends
+        [(r, ValueError(r[mf.INPUT_ERROR])) for r in unreadable],
+        stage.process_many([dict(r) for r in todo if not r.get(mf.INPUT_ERROR)]))
     for row, result in results:
         if isinstance(result, StageAbort):  # a stage that hands its abort back as a row's result
             raise result

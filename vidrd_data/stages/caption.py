@@ -43,6 +43,7 @@ from vidrd_data.run.decode import DEFAULT_TIMEOUT_S, DecodeTimeout, DecoderCrash
 from vidrd_data.run.processes import cores
 from vidrd_data.run.stage import Stage, StageAbort, StageJob
 from vidrd_data.sources import InputError, humanize_label
+from vidrd_io.members import local_file
 from vidrd_io.video import VideoError, VideoInfo, open_video, read_frames
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ class ClipDecoder:
         if not row.get("source_path"):
             raise ValueError("no video path")
         prompt = self.prompt_for(row)
-        path = self.resolve(row["source_path"])
+        path = local_file(self.resolve(row["source_path"]))  # a tar/Parquet member: its cached copy
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no such file: {path}")
         if os.path.getsize(path) == 0:
@@ -596,6 +597,8 @@ def prepare(input: str, **arguments: Any) -> StageJob:
     if split is not None:
         split_file = Path(split) if Path(split).is_file() or not (path / split).is_file() else path / split
         table, base = sources.ucf101_split(split_file, root=path, source_dataset=args.source_dataset)
+    elif (layout := sources.video_layout(input, source_dataset=args.source_dataset)) is not None:  # video2dataset
+        table, base = layout
     elif path.is_dir() and mf.is_manifest(path):
         table, base = sources.manifest_rows(path, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
         if table.num_rows == 0:

@@ -517,7 +517,9 @@ def prepare(input: str, **arguments: Any) -> StageJob:
         except MiniGPT4Error as exc:
             raise InputError(str(exc)) from None
     path = Path(input)
-    if path.is_dir() and mf.is_manifest(path):
+    if (layout := sources.video_layout(input, source_dataset=args.source_dataset)) is not None:  # video2dataset
+        table, base = layout
+    elif path.is_dir() and mf.is_manifest(path):
         table, base = sources.manifest_rows(path, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
         if table.num_rows == 0:
             raise InputError(f"{path} has no ok rows of kind video_clip")

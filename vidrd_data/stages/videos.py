@@ -80,7 +80,9 @@ def prepare(input: str, **arguments: Any) -> StageJob:
     from vidrd_data.stages.arguments import read_arguments
 
     args, _ = read_arguments("videos", input, arguments)
-    if Path(input).is_dir():
+    if (layout := sources.video_layout(input, source_dataset=args.source_dataset)) is not None:  # video2dataset
+        table, base = layout
+    elif Path(input).is_dir():
         table, base = sources.video_folder(input, layout=args.layout, source_dataset=args.source_dataset)
     else:
         table, base = sources.caption_table(input, path_col=args.path_col, caption_col=None, label_col=args.label_col,

@@ -1,0 +1,139 @@
+"""Videos stored inside other files (`shard.tar#KEY.mp4`, `shard.parquet#KEY.mp4`), as local files decoders can open.
+
+video2dataset keeps its videos as tar members (its webdataset output) or as a binary column of a Parquet file (its
+parquet output). decord and PyAV read paths, and their seeking readers need a seekable file, so a member is copied
+once into a bounded local cache and decoded from there: a cache rather than in-memory bytes because the readers open
+a file several times (probe, then frames), and bounded because a run reads many shards. The cache is per process
+(each decode worker keeps its own, removed when it exits, or by the next process to start a cache when it
+was killed): no locking between workers, and a worker killed by the
+runner leaves at most its own temp directory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import glob
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+from collections import OrderedDict
+
+from vidrd_io.images import TAR_MEMBER_SEP
+
+log = logging.getLogger(__name__)
+
+CACHE_BYTES = 1 << 30  # what one process keeps extracted; the file being read is never evicted
+CONTAINERS = (".tar", ".parquet")
+
+_cache: OrderedDict[str, tuple[str, int]] = OrderedDict()  # key → (local path, bytes), least recently used first
+_cache_dir: str | None = None
+
+
+def split_member(location: str) -> tuple[str, str] | None:
+    """Return (container file, member) of `archive.tar#member` / `file.parquet#KEY.ext`, or None for a plain path."""
+    if TAR_MEMBER_SEP not in location or os.path.exists(location):
+        return None
+    container, member = location.rsplit(TAR_MEMBER_SEP, 1)
+    if not container.lower().endswith(CONTAINERS) or not member:
+        return None
+    return container, member
+
+
+def member_bytes(location: str) -> bytes:
+    """Return the bytes of a tar member, or of a video2dataset Parquet row's `EXT` column (`file.parquet#KEY.EXT`)."""
+    container, member = split_member(location) or (location, "")
+    if container.lower().endswith(".tar"):
+        return _tar_member(container, member)
+    if not container.lower().endswith(".parquet"):
+        with open(location, "rb") as f:
+            return f.read()
+    import pyarrow.parquet as pq
+
+    key, _, ext = member.rpartition(".")
+    table = pq.read_table(container, columns=[ext], filters=[("key", "=", key)])
+    if table.num_rows == 0 or table[ext][0].as_py() is None:
+        raise FileNotFoundError(f"no {ext} of key {key!r} in {container}")
+    return table[ext][0].as_py()
+
+
+@functools.lru_cache(maxsize=8)
+def _open_tar(path: str, mtime_ns: int) -> tarfile.TarFile:
+    return tarfile.open(path, "r")
+
+
+def _tar_member(container: str, member: str) -> bytes:
+    """Return a tar member's bytes, looking it up by walking the headers (kept for the next lookup) only as far as
+    it: `TarFile.getmember` reads every header first, so one cut at the end of a shard would fail its every member."""
+    tar = _open_tar(container, os.stat(container).st_mtime_ns)
+    try:
+        for info in tar:
+            if info.name == member and info.isfile():
+                return tar.extractfile(info).read()
+    except (tarfile.TarError, EOFError) as exc:
+        raise OSError(f"cannot read {member} from {os.path.basename(container)}: {exc} (the tar is cut short or "
+                      "corrupt)") from None
+    raise FileNotFoundError(f"{member} is not a file in {container}")
+
+
+def local_file(location: str) -> str:
+    """Return a local path holding `location`'s bytes: the path itself, or a cached copy of a tar/Parquet member."""
+    parts = split_member(location)
+    if parts is None:
+        return location
+    container, member = parts
+    if not os.path.isfile(container):
+        raise FileNotFoundError(f"no such file: {container}")
+    stat = os.stat(container)
+    key = hashlib.sha1(f"{os.path.abspath(container)}\0{stat.st_mtime_ns}\0{stat.st_size}\0{member}".encode()).hexdigest()
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key][0]
+    data = member_bytes(location)
+    target = os.path.join(_directory(), key + os.path.splitext(member)[1])
+    with open(target, "wb") as f:  # a per-process directory: no other reader can see it half written
+        f.write(data)
+    _cache[key] = (target, len(data))
+    _evict()
+    return target
+
+
+def _directory() -> str:
+    global _cache_dir
+    if _cache_dir is None or not os.path.isdir(_cache_dir):
+        _sweep_dead()
+        _cache_dir = tempfile.mkdtemp(prefix=f"vidrd-members-{os.getpid()}-")
+        atexit.register(shutil.rmtree, _cache_dir, True)
+    return _cache_dir
+
+
+def _sweep_dead() -> None:
+    """Remove the caches of processes that are gone: a decode worker killed by its supervisor never runs atexit."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "vidrd-members-*-*")):
+        pid = os.path.basename(path).split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to clean
+        return True
+    return True
+
+
+def _evict() -> None:
+    total = sum(size for _, size in _cache.values())
+    while total > CACHE_BYTES and len(_cache) > 1:
+        _, (path, size) = _cache.popitem(last=False)
+        try:
+            os.unlink(path)
+        except OSError as exc:  # already gone: nothing to free
+            log.debug("cannot remove cached member %s: %s", path, exc)
+        total -= size
