@@ -68,7 +68,8 @@ class FrameSampler:
     threaded, without H.264's deblocking filter (invisible at the sizes measured here) and with one scaler for the
     whole video; measured faster than decord's batched reads (README, "vidrd-data segment"). Files PyAV cannot open
     go through decord, which bundles another FFmpeg build. A sample is the first frame whose timestamp reaches each
-    tick `start + j / sample_fps`; timestamps are the stream's, on the probe's time axis.
+    tick `start + j / sample_fps`; timestamps are the stream's, on the probe's time axis. The span's last frame is
+    always sampled too, so a cut between the last tick and the end of the span is looked for like any other.
     """
 
     def __init__(self, sample_fps: float, frame_size: int, chunk_frames: int = CHUNK_FRAMES):
@@ -100,7 +101,10 @@ class FrameSampler:
         next_tick = start_time
         previous = None
         stride = None
-        for timestamps, frames in batches:
+        batches = iter(batches)
+        following = next(batches, None)
+        while following is not None:
+            (timestamps, frames), following = following, next(batches, None)
             if stride is None:
                 stride = max(1, round(min(frames.shape[1:3]) / CHANGE_SHORT_SIDE))
             converted = hsv(frames[:, ::stride, ::stride])
@@ -111,6 +115,8 @@ class FrameSampler:
                 if t >= next_tick - EPS:
                     positions.append(i)
                     next_tick += self.step * max(1, math.floor((t - next_tick + EPS) / self.step) + 1)
+            if following is None and (not positions or positions[-1] != len(timestamps) - 1):
+                positions.append(len(timestamps) - 1)  # the span's last frame: the tail interval is checked
             positions = np.asarray(positions, dtype=np.int64)
             yield SampledChunk(np.asarray(timestamps, float), changes, positions, frames[positions])
 

@@ -10,11 +10,15 @@ The rules, in the order they run (defaults and reasoning in the README, "vidrd-d
    shots into one segment, so a camera flash or a cut between two views of one scene does not split it.
    min-shot: a cut less than `min_shot_frames` after the previous one (or the start) is not taken either, as
    Panda-70M's PySceneDetect ContentDetector(min_scene_len=15) does not.
-3. transition: a segment whose first and last frames are dissimilar (< `transition_threshold`) is a
-   transition, not a scene: dropped.
-4. static (only with `drop_static`): a segment whose frames all stay ≥ `static_threshold` similar is dropped.
-5. trim: `trim` seconds come off both ends; then a segment shorter than `min_seconds` is dropped.
-6. split: a segment longer than `max_seconds` is split into equal parts.
+3. static (only with `drop_static`): a segment whose frames all stay ≥ `static_threshold` similar is dropped.
+4. trim: `trim` seconds come off both ends; then a segment shorter than `min_seconds` is dropped.
+5. split: a segment longer than `max_seconds` is split into equal parts.
+6. transition: a piece whose first and last sampled frames are dissimilar (< `transition_threshold`) is a
+   transition, not a scene: dropped. It runs on the pieces after the split (Panda-70M's order), so a long
+   continuous shot whose colours drift survives as the pieces whose ends still look alike.
+
+The span's last frame is always sampled, so a hard cut between the last regular sample and the span's end is
+found like any other (it would otherwise leave frames of the next shot at the end of the segment).
 """
 
 from __future__ import annotations
@@ -191,9 +195,6 @@ def segment_video(
     dropped = {"transition": 0, "static": 0, "min_seconds": 0}
     kept = []
     for segment in segments_between(len(timestamps), cuts, kept_inside):
-        if is_transition(seg, segment, thresholds.transition):
-            dropped["transition"] += 1
-            continue
         if options.drop_static and is_static(seg, segment, thresholds.static):
             dropped["static"] += 1
             continue
@@ -201,7 +202,13 @@ def segment_video(
         if segment.stop - segment.start < 2 or seg.time(segment.stop) - seg.time(segment.start) < options.min_seconds - EPS:
             dropped["min_seconds"] += 1
             continue
-        kept.extend(split_evenly(seg, segment, options.max_seconds))
+        # The transition test runs on the pieces, as Panda-70M's does: a long shot whose colours drift (a pan, a
+        # walking tour) keeps the pieces whose ends still look alike instead of vanishing whole.
+        for piece in split_evenly(seg, segment, options.max_seconds):
+            if is_transition(seg, piece, thresholds.transition):
+                dropped["transition"] += 1
+            else:
+                kept.append(piece)
     seg.segments = kept
     seg.dropped = {k: v for k, v in dropped.items() if v}
     return seg
