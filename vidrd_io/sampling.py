@@ -49,6 +49,7 @@ class SampledChunk:
     changes: np.ndarray  # (n,) see `frame_changes`
     sample_positions: np.ndarray  # positions within this chunk of the sampled frames
     samples: np.ndarray  # uint8 (k, H, W, 3) the sampled frames, short side ≈ the embedder's frame size
+    detector_frames: np.ndarray | None = None  # uint8 (n, h, w, 3) every frame at `detector_size`, when asked
 
 
 def decode_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -72,10 +73,12 @@ class FrameSampler:
     always sampled too, so a cut between the last tick and the end of the span is looked for like any other.
     """
 
-    def __init__(self, sample_fps: float, frame_size: int, chunk_frames: int = CHUNK_FRAMES):
+    def __init__(self, sample_fps: float, frame_size: int, chunk_frames: int = CHUNK_FRAMES,
+                 detector_size: tuple[int, int] | None = None):
         self.step = 1.0 / sample_fps
         self.frame_size = frame_size
         self.chunk_frames = chunk_frames
+        self.detector_size = detector_size  # (width, height): every frame also delivered at this size
 
     def chunks(self, path: str, info: VideoInfo, first: int, stop: int, start_time: float) -> Iterator[SampledChunk]:
         """Yield the chunks of frames `[first, stop)` (indices into `info.timestamps`)."""
@@ -118,7 +121,12 @@ class FrameSampler:
             if following is None and (not positions or positions[-1] != len(timestamps) - 1):
                 positions.append(len(timestamps) - 1)  # the span's last frame: the tail interval is checked
             positions = np.asarray(positions, dtype=np.int64)
-            yield SampledChunk(np.asarray(timestamps, float), changes, positions, frames[positions])
+            small = None
+            if self.detector_size is not None:
+                import cv2
+
+                small = np.stack([cv2.resize(f, self.detector_size, interpolation=cv2.INTER_AREA) for f in frames])
+            yield SampledChunk(np.asarray(timestamps, float), changes, positions, frames[positions], small)
 
     def _pyav(self, path, start_time: float, stop_time: float | None, width: int, height: int, origin_time: float,
               clock=None):

@@ -50,6 +50,9 @@ SEGMENTATION = pa.struct(
         pa.field("end_cut_time", pa.float64()),  # (or span) starts/ends, or at a split
         pa.field("start_cut_similarity", pa.float64()),  # of the sampled frames either side of that cut
         pa.field("end_cut_similarity", pa.float64()),
+        pa.field("start_cut_score", pa.float64()),  # the detector's score of that cut (its own scale: frame change,
+        pa.field("end_cut_score", pa.float64()),  # content_val, adaptive ratio or TransNetV2 probability)
+        pa.field("detector", pa.string()),  # the shot detector and its settings
         pa.field("mean_similarity", pa.float64()),  # consecutive sampled frames inside (null below 2 samples)
         pa.field("min_similarity", pa.float64()),
         pa.field("rules", pa.list_(pa.string())),  # rules that produced or changed it, in order: cut merge trim split
@@ -66,6 +69,11 @@ class SegmentOptions:
     Thresholds left at None take the embedder's defaults (`embedders.RuleThresholds`).
     """
 
+    detector: str = field(default="embedding", metadata={
+        "help": "Shot detector: embedding (frame change + embedder similarity), content or adaptive "
+                "(PySceneDetect) or transnetv2."})
+    detector_threshold: float | None = field(default=None, metadata={
+        "help": "The detector's own threshold (content 27, adaptive 3, transnetv2 0.5; embedding: --frame-change)."})
     embedder: str = field(default="clip", metadata={
         "help": "clip (open_clip) or histogram (colour histograms, no weights)."})
     clip: str = field(default="ViT-B-32", metadata={"help": "open_clip model name."})
@@ -107,7 +115,13 @@ class SegmentOptions:
     def __post_init__(self):
         from vidrd_data.models.embedders import embedder_class
 
+        from vidrd_data.models.shot_detectors import DETECTORS
+
         embedder_class(self.embedder)  # raises on an unknown name
+        if self.detector not in DETECTORS:
+            raise ValueError(f"unknown detector {self.detector!r} (use {', '.join(DETECTORS)})")
+        if self.detector_threshold is not None and self.detector == "embedding":
+            raise ValueError("detector embedding takes its threshold from frame_change, not detector_threshold")
         if self.captioner not in CAPTIONERS:
             raise ValueError(f"unknown captioner {self.captioner!r} (use {', '.join(CAPTIONERS)})")
         if self.captioner == "minigpt4" and not self.minigpt4:
@@ -174,9 +188,14 @@ class SpanDecoder:
 
     def __call__(self, index: int, row: dict) -> Iterator[_Planned | SampledChunk]:
         """Yield the row's plan, then its chunks."""
+        from vidrd_data.models.shot_detectors import detector_frame_size
+
         planned = self.plan(index, row)
         yield planned
-        sampler = FrameSampler(self.options.sample_fps, self.frame_size)
+        info = planned.info
+        detector_size = detector_frame_size(self.options.detector, info.width, info.height)
+        frame_size = self.frame_size if detector_size is None else max(self.frame_size, min(detector_size))
+        sampler = FrameSampler(self.options.sample_fps, frame_size, detector_size=detector_size)
         start_time = float(planned.info.timestamps[planned.first])
         yield from sampler.chunks(self.resolve(row["source_path"]), planned.info, planned.first, planned.stop,
                                   start_time)
@@ -222,6 +241,7 @@ class _Video:
     embeddings: list[np.ndarray] = field(default_factory=list)
     pending: list[np.ndarray] = field(default_factory=list)  # sampled frames not yet embedded
     decoded: int = 0
+    detection: Any = None  # the frame detector's run over this video, when one is used
 
 
 class SegmentVideos(Stage):
@@ -237,6 +257,7 @@ class SegmentVideos(Stage):
         super().__init__(**params)
         self.options = SegmentOptions(**params)
         self.embedder = None
+        self.detector = None
         self.captioner = None
         self._pool = None
 
@@ -249,6 +270,11 @@ class SegmentVideos(Stage):
                 o.embedder, clip=o.clip, clip_pretrained=o.clip_pretrained, clip_config=o.clip_config,
                 clip_checkpoint=o.clip_checkpoint, device=o.device, batch_size=o.batch_size,
             )
+            if o.detector != "embedding":
+                from vidrd_data.models.shot_detectors import make_detector
+
+                self.detector = make_detector(o.detector, threshold=o.detector_threshold,
+                                              min_scene_len=o.min_shot_frames, device=o.device)
             self.captioner = make_captioner(o)
         except (ValueError, OSError) as exc:  # models that cannot load are bad input: one line, exit status 2
             raise InputError(" ".join(str(exc).split())) from None
@@ -395,6 +421,8 @@ class SegmentVideos(Stage):
             for item in task.items():
                 if isinstance(item, _Planned):
                     video = _Video(item)
+                    if self.detector is not None:
+                        video.detection = self.detector.start(item.info.fps)
                 else:
                     self._take_chunk(video, item)
         except BaseException:
@@ -409,6 +437,8 @@ class SegmentVideos(Stage):
         video.sample_frames.extend((video.decoded + chunk.sample_positions).tolist())
         video.decoded += len(chunk.timestamps)
         video.pending.append(chunk.samples)
+        if video.detection is not None:
+            video.detection.add(chunk.detector_frames)
         if sum(len(p) for p in video.pending) >= self.options.batch_size:
             self._embed_pending(video)
 
@@ -426,9 +456,12 @@ class SegmentVideos(Stage):
     def _finish(self, row: dict, video: _Video) -> list[dict]:
         planned = video.planned
         timestamps = np.concatenate(video.timestamps)
+        detected = None if video.detection is None else video.detection.finish()
+        detector = self.detector.model_id if self.detector is not None else f"embedding({self.embedder.model_id}, " \
+            f"frame_change={self.options.frame_change:g})"
         seg = segment_video(
             timestamps, planned.end_time, np.concatenate(video.changes), np.asarray(video.sample_frames, dtype=np.int64),
-            np.concatenate(video.embeddings), self.options,
+            np.concatenate(video.embeddings), self.options, detected, detector,
         )
         captions = None
         if self.captioner is not None and seg.segments:
