@@ -145,6 +145,42 @@ def score(predicted: list[int], truth: ShotTruth, tolerance: int) -> dict[str, C
     return {"hard": hard, "gradual": gradual, "all": hard + gradual}
 
 
+def pair_videos(videos: str | Path, annotations: str | Path | None = None,
+                fmt: str = "auto") -> list[tuple[str, ShotTruth]]:
+    """Return (video path, truth) for each video in folder `videos` (or the one video file) that has annotations.
+
+    `annotations` is a folder (default: the videos' own) holding, per video `NAME.ext`, one of `NAME.json`,
+    `NAME.txt`, `NAME_gt.txt` (RAI), `ID-scenes.txt` for `bbc_ID.ext` (PySceneDetect's BBC copy); or one
+    ClipShots JSON file naming the videos. Raises ValueError when no video has annotations."""
+    from vidrd_io.video import VIDEO_EXTENSIONS
+
+    videos = Path(videos)
+    if not videos.exists():
+        raise ValueError(f"not found: {videos}")
+    files = [videos] if videos.is_file() else sorted(p for p in videos.iterdir()
+                                                     if p.suffix.lower() in VIDEO_EXTENSIONS)
+    where = Path(annotations) if annotations is not None else (videos if videos.is_dir() else videos.parent)
+    if not where.exists():
+        raise ValueError(f"annotations not found: {where}")
+    by_name = read_truth(where, "clipshots" if fmt == "auto" else fmt) if where.is_file() else None
+    pairs = []
+    for video in files:
+        if by_name is not None:
+            truth = by_name.get(video.name, by_name.get(video.stem))
+            if truth is not None:
+                pairs.append((str(video), truth))
+            continue
+        names = [f"{video.stem}.json", f"{video.stem}.txt", f"{video.stem}_gt.txt",
+                 f"{video.stem.removeprefix('bbc_')}-scenes.txt"]
+        found = next((where / n for n in names if (where / n).is_file()), None)
+        if found is not None:
+            pairs.append((str(video), read_truth(found, fmt)))
+    if not pairs:
+        raise ValueError(f"no video in {videos} has annotations in {where} (NAME.json, NAME.txt, NAME_gt.txt, "
+                         "ID-scenes.txt or a ClipShots JSON)")
+    return pairs
+
+
 # ---------------------------------------------------------------- synthetic montages with known truth
 
 
@@ -321,3 +357,16 @@ def table(results: list[DetectorResult], tolerance: int) -> str:
         lines.append(f"| {r.detector} | {a.precision:.3f} | {a.recall:.3f} | {a.f1:.3f} | {hard} | {gradual} | "
                      f"{r.seconds_per_video_hour:.0f} | tp {a.matched} fp {a.false_positives} fn {a.missed} |")
     return "\n".join(lines)
+
+
+def result_dict(result: DetectorResult) -> dict:
+    """Return one detector's result as plain JSON-able values."""
+    return {
+        "detector": result.detector,
+        "error": result.error,
+        "seconds": result.seconds,
+        "video_seconds": result.video_seconds,
+        "seconds_per_video_hour": result.seconds_per_video_hour if result.video_seconds else None,
+        **{kind: {"matched": c.matched, "false_positives": c.false_positives, "missed": c.missed,
+                  "precision": c.precision, "recall": c.recall, "f1": c.f1} for kind, c in result.counts.items()},
+    }
