@@ -294,7 +294,8 @@ def test_blip2_captioner_is_accepted_for_segments(tmp_path, long_videos, tiny_mo
     folder, _ = long_videos
     table = tmp_path / "list.csv"
     table.write_text(f"path\n{folder / 'long_a.mp4'}\n")
-    rows = _run(tmp_path, table, captioner="blip2", blip2=str(tiny_models / "blip2"), caption_frames=2)
+    rows = _run(tmp_path, table, captioner="blip2", blip2=str(tiny_models / "blip2"), caption_frames=2,
+                caption_batch_size=4)  # 6 frames: two batches, the second read while the first is captioned
     assert len(rows) == 3 and all(r["caption_source"] == "blip2" and r["caption"] for r in rows)
 
 
@@ -396,3 +397,58 @@ def test_hard_cut_just_before_the_end_of_the_video_is_found(tmp_path):
     ok = [r for r in rows if r["status"] == "ok"]
     assert [(r["start_time"], r["end_time"]) for r in ok] == [(0.0, pytest.approx(9.7))]
     assert ok[0]["segmentation"]["end_cut_time"] == pytest.approx(9.7)
+
+
+def test_caption_frames_are_read_at_the_captioners_input_size(long_videos):
+    from types import SimpleNamespace
+
+    from vidrd_data.stages.segment import caption_input_size, read_frames_at
+
+    folder, _ = long_videos
+    captioner = SimpleNamespace(image_processor=SimpleNamespace(size={"height": 32, "width": 48}))
+    assert caption_input_size(captioner) == (48, 32) and caption_input_size(object()) is None
+    frames = read_frames_at(str(folder / "long_a.mp4"), [0.5, 3.0, 7.25], (48, 32))
+    assert frames.shape == (3, 32, 48, 3) and frames.dtype == np.uint8
+
+
+def _write_with_keyframes(path, frames, fps, gop):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_span_late_in_a_video_seeks_and_decodes_the_same_frames_as_from_the_start(tmp_path, monkeypatch):
+    from vidrd_io import sampling
+    from vidrd_io.video import probe
+
+    rng = np.random.default_rng(0)
+    frames = np.repeat(rng.integers(0, 255, (12, 36, 64, 3), dtype=np.uint8), 10, axis=0)  # 12 s at 10 fps
+    frames[:, :, :, 1] = np.arange(120, dtype=np.uint8)[:, None, None] * 2  # every frame differs a little
+    path = tmp_path / "keyed.mp4"
+    _write_with_keyframes(path, frames, 10, gop=10)
+    info = probe(path)
+    first, stop = 75, 110
+    seeks = []
+    real_seek = sampling.FrameSampler._seek
+    monkeypatch.setattr(sampling.FrameSampler, "_seek", staticmethod(lambda *a: seeks.append(a[2]) or real_seek(*a)))
+
+    def chunks():
+        sampler = sampling.FrameSampler(2.0, 36)
+        return list(sampler.chunks(str(path), info, first, stop, float(info.timestamps[first])))
+
+    sought = chunks()
+    monkeypatch.setattr(sampling, "SEEK_AFTER_S", 1e9)
+    from_start = chunks()
+    assert seeks == [pytest.approx(7.5)]  # one seek, for the span; none when seeking is off
+    for a, b in zip(sought, from_start, strict=True):
+        np.testing.assert_array_equal(a.timestamps, b.timestamps)
+        np.testing.assert_array_equal(a.sample_positions, b.sample_positions)
+        np.testing.assert_allclose(a.changes, b.changes)
+        np.testing.assert_array_equal(a.samples, b.samples)
+    assert np.concatenate([c.timestamps for c in sought]) == pytest.approx(np.arange(first, stop) / 10)

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 # `frame_change` means the same for every embedder; a mean over pixels barely moves between 36 and 144 rows.
 CHANGE_SHORT_SIDE = 36
 CHUNK_FRAMES = 64  # frames per decoded batch
+# A span starting later than this seeks to the keyframe before it instead of decoding from the file's start (a
+# keyframe is rarely further apart; below this a seek saves less than it costs).
+SEEK_AFTER_S = 2.0
 EPS = 1e-6
 
 
@@ -139,6 +142,8 @@ class FrameSampler:
             stream.thread_type = "AUTO"
             stream.codec_context.options = {"skip_loop_filter": "all"}
             times, frames, origin, decoded = [], [], None, 0
+            if clock is None and start_time - origin_time > SEEK_AFTER_S:
+                origin = self._seek(container, stream, start_time - origin_time)
             try:
                 for frame in container.decode(stream):
                     if clock is not None:  # the probe's frame-index times, by position in the decode order
@@ -171,6 +176,24 @@ class FrameSampler:
                 raise TruncatedVideo(f"truncated or corrupt: decoding stopped after {decoded} frames ({exc})") from None
             if frames:
                 yield np.asarray(times), np.stack(frames)
+
+    @staticmethod
+    def _seek(container, stream, offset: float) -> float | None:
+        """Seek to the keyframe at or before `offset` seconds after the first frame; return the first frame's pts
+        in seconds (the origin of the probe's time axis), or None (and stay at the start) where it cannot."""
+        import av
+
+        try:
+            first = next((f for f in container.decode(stream) if f.pts is not None), None)
+            if first is None:
+                return None
+            origin = float(first.pts * stream.time_base)
+            container.seek(int((origin + offset) / stream.time_base), stream=stream, backward=True, any_frame=False)
+            return origin
+        except av.error.FFmpegError as exc:  # not seekable: decode from the start, as without a span
+            log.debug("cannot seek (%s); decoding from the start", exc)
+            container.seek(0, stream=stream)
+            return None
 
     def _decord(self, path, info: VideoInfo, first: int, stop: int, width: int, height: int):
         import decord

@@ -91,6 +91,8 @@ class SegmentOptions:
     caption_prompt: str | None = field(default=None, metadata={
         "help": "MiniGPT-4: the question; BLIP-2: the caption's start."})
     caption_max_new_tokens: int | None = field(default=None, metadata={"help": "Longest caption, in tokens."})
+    caption_batch_size: int = field(default=8, metadata={
+        "help": "Frames per captioner call (the next batch decodes meanwhile)."})
     sample_fps: float = field(default=2.0, metadata={"help": "Frames per second embedded."})
     threshold: float | None = field(default=None, metadata={
         "help": "Cut below this similarity of consecutive sampled frames (default: the embedder's)."})
@@ -142,6 +144,8 @@ class SegmentOptions:
             raise ValueError(f"max_seconds must be > 0 and ≥ min_seconds, got {self.max_seconds}")
         if self.min_shot_frames < 1:
             raise ValueError(f"min_shot_frames must be ≥ 1, got {self.min_shot_frames}")
+        if self.caption_batch_size < 1:
+            raise ValueError(f"caption_batch_size must be ≥ 1, got {self.caption_batch_size}")
         if self.caption_frames < 1 or self.batch_size < 1 or self.prefetch_chunks < 1:
             raise ValueError(
                 f"caption_frames, batch_size and prefetch_chunks must be ≥ 1, got {self.caption_frames}, "
@@ -249,7 +253,7 @@ class SegmentVideos(Stage):
 
     name = "segment"
     kind = "video_clip"
-    speed_options = frozenset({"batch_size", "prefetch_chunks"})
+    speed_options = frozenset({"batch_size", "prefetch_chunks", "caption_batch_size"})
     fields = [pa.field("segmentation", SEGMENTATION)]
     decode_timeout_s = DEFAULT_TIMEOUT_S  # a probe, or one chunk of frames
 
@@ -331,14 +335,35 @@ class SegmentVideos(Stage):
         return outputs
 
     def caption_segments(self, path: str, seg: Segmentation, prompt: str | None) -> list[str | BaseException | None]:
-        """Return one caption per kept segment: its middle frame's, or its k frames' unique captions joined (the
-        frames read in a decode worker); out of GPU memory even one at a time, the error in its place."""
-        k = self.options.caption_frames
+        """Return one caption per kept segment: its middle frame's, or its k frames' unique captions joined; out of
+        GPU memory even one at a time, the error in its place.
+
+        The frames are read in a decode worker `caption_batch_size` at a time, already at the captioner's input
+        size, the next batch reading while this one is captioned: no full-resolution frame of every segment is
+        held at once (500 segments of 1080p would be 3 GB)."""
+        k, batch = self.options.caption_frames, self.options.caption_batch_size
         times = [caption_times(seg, s, k) for s in seg.segments]
         flat = [t for ts in times for t in ts]
-        images = [Image.fromarray(f) for f in self._decode_pool().submit(read_frames, path, flat, path=path).result()]
-        prompts = [prompt] * len(images)
-        texts = outputs_in_halves(lambda a, b: self.captioner.caption(images[a:b], prompts[a:b]), len(images))
+        size = caption_input_size(self.captioner)
+        pool = self._decode_pool()
+        batches = iter([flat[i : i + batch] for i in range(0, len(flat), batch)])
+        reading: deque = deque()
+
+        def read_next() -> None:
+            if (times_of_batch := next(batches, None)) is not None:
+                reading.append(pool.submit(read_frames_at, path, times_of_batch, size, path=path))
+
+        read_next()
+        texts: list = []
+        try:
+            while reading:
+                images = [Image.fromarray(f) for f in reading.popleft().result()]
+                read_next()
+                prompts = [prompt] * len(images)
+                texts += outputs_in_halves(lambda a, b: self.captioner.caption(images[a:b], prompts[a:b]), len(images))
+        finally:
+            for task in reading:
+                task.cancel()
         captions: list[str | BaseException | None] = []
         offset = 0
         for ts in times:
@@ -469,11 +494,30 @@ class SegmentVideos(Stage):
         return self.rows_of(row, planned, seg, captions)
 
 
+def read_frames_at(path: str, times: list[float], size: tuple[int, int] | None) -> np.ndarray:
+    """Return the frames shown at `times`, resized to `size` (width, height; bicubic, as BLIP-2's and MiniGPT-4's
+    image processors squash) when given (what a decode worker runs for the captioner)."""
+    frames = read_frames(path, times)
+    if size is None:
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BICUBIC)) for f in frames])
+
+
+def caption_input_size(captioner) -> tuple[int, int] | None:
+    """Return the (width, height) the captioner's image processor resizes every image to, or None if unknown."""
+    processor = getattr(captioner, "image_processor", None) or getattr(getattr(captioner, "processor", None),
+                                                                       "image_processor", None)
+    size = getattr(processor, "size", None)
+    if isinstance(size, dict) and "height" in size and "width" in size:
+        return int(size["width"]), int(size["height"])
+    return None
+
+
 def make_captioner(options: SegmentOptions):
     """Return the captioner the options name (None for `none`)."""
     if options.captioner == "none":
         return None
-    kwargs = {"device": options.device}
+    kwargs = {"device": options.device, "batch_size": options.caption_batch_size}
     if options.caption_max_new_tokens is not None:
         kwargs["max_new_tokens"] = options.caption_max_new_tokens
     if options.captioner == "minigpt4":
