@@ -242,7 +242,9 @@ def write_shots(path: Path, shots: int, seconds: float, fps: int, size: tuple[in
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.options = {"g": str(2 * fps), "preset": "ultrafast", "crf": "28"}
         for _ in range(shots):
-            coarse = rng.integers(0, 256, (h // 8, w // 8 + round(seconds * fps), 3), dtype=np.uint8)
+            base = rng.integers(40, 216, 3)  # each shot its own palette, as real shots differ in colour
+            coarse = np.clip(base + rng.integers(-40, 41, (h // 8, w // 8 + round(seconds * fps), 3)), 0, 255)
+            coarse = coarse.astype(np.uint8)
             texture = np.repeat(np.repeat(coarse, 8, axis=0), 8, axis=1)  # blocky: costs a real decoder real work
             for t in range(round(seconds * fps)):
                 frame = np.ascontiguousarray(texture[:, 8 * t : 8 * t + w])
@@ -275,7 +277,8 @@ def measured(tree: Path, input: str, out: Path, options: dict) -> dict:
 
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     process = subprocess.Popen([sys.executable, "-c", CHILD, input, str(out), json.dumps(options)],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+                               cwd=tree)  # `python -c` puts the working directory first on sys.path
     peak, watched = 0, psutil.Process(process.pid)
     while process.poll() is None:
         try:

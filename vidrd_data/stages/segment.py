@@ -3,7 +3,8 @@
 For each input video (or a span of it, when the input row gives one):
 
     decode once → every frame's change from the one before, and frames at `sample_fps` (stream timestamps)
-    → embeddings of the sampled frames (CLIP or colour histograms) → cut → stitch rules → segments
+    → embeddings of the sampled frames (CLIP or colour histograms) → shot changes (the frame-change rule, or a
+    frame detector fed every frame: PySceneDetect Content/Adaptive, TransNetV2) → cut → stitch rules → segments
     → optional captions of each segment's middle frame (MiniGPT-4 or BLIP-2) → one `video_clip` row per segment
 
 The rules (cut, merge, min-shot, transition, static, trim, split) are pure operations, listed in the order they
