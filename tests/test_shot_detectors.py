@@ -94,7 +94,20 @@ def test_detected_cut_between_similar_samples_is_still_merged():
     assert detected_changes(np.array([3, 40]), np.array([1.0, 2.0]), samples)[1][:2] == (40, 7)
 
 
-def test_unknown_detector_is_refused_in_one_line(tmp_path, montage):
+def test_unknown_detector_or_bad_threshold_is_refused_in_one_line(tmp_path, montage):
     folder, _ = montage
     with pytest.raises(InputError, match="unknown detector 'sift'"):
         prepare(str(folder), embedder="histogram", detector="sift")
+    with pytest.raises(InputError, match="probability below 1"):
+        prepare(str(folder), embedder="histogram", detector="transnetv2", detector_threshold=1.5)
+
+
+def test_recipe_source_chooses_its_shot_detector(tmp_path, montage):
+    from vidrd_data.mix.recipe import load_recipe, prepare_jobs
+
+    folder, _ = montage
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[sources.long]\nstage = "segment"\ninput = "{folder}"\nembedder = "histogram"\n'
+                      f'detector = "adaptive"\ndetector_threshold = 2.5\n')
+    [(_, job)] = prepare_jobs(load_recipe(recipe))
+    assert (job.params["detector"], job.params["detector_threshold"]) == ("adaptive", 2.5)

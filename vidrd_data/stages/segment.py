@@ -125,6 +125,10 @@ class SegmentOptions:
             raise ValueError(f"unknown detector {self.detector!r} (use {', '.join(DETECTORS)})")
         if self.detector_threshold is not None and self.detector == "embedding":
             raise ValueError("detector embedding takes its threshold from frame_change, not detector_threshold")
+        if self.detector_threshold is not None and not (
+                0 < self.detector_threshold < (1 if self.detector == "transnetv2" else float("inf"))):
+            raise ValueError(f"detector_threshold must be > 0 (a probability below 1 for transnetv2), "
+                             f"got {self.detector_threshold}")
         if self.captioner not in CAPTIONERS:
             raise ValueError(f"unknown captioner {self.captioner!r} (use {', '.join(CAPTIONERS)})")
         if self.captioner == "minigpt4" and not self.minigpt4:
