@@ -12,6 +12,18 @@
    decoding in its decode worker processes while the stage embeds). Target: end-to-end ≥ 0.8 × the slower of the other two.
 
 Other footage: `--videos DIR --cuts cuts.json` with `{"file.mp4": [seconds, ...], ...}`.
+
+3. `--long`: long synthetic videos with many shots, wall time and peak RSS (the stage's process and its decode
+   workers, summed, sampled every 50 ms) of the code at 07a8702 (`before`, exported with `git archive`) and of
+   this tree (`after`), each in a fresh process:
+   - `spans`: a `--long-minutes` (5) minute 640×360 10 fps video of 6-s shots, given as one list row per shot
+     span (as a re-segmentation of a manifest's spans does); shots are blocky random textures panning sideways: before, every span decoded from the file's start;
+     after, a seek to the keyframe before it.
+   - `caption`: a 1920×1080 10 fps video of `--caption-shots` (150) two-second shots, segmented (histogram) and
+     captioned by the demo's tiny MiniGPT-4 (random weights: the decode/memory side, not caption quality):
+     before, every segment's middle frame held at full resolution; after, read 8 at a time at 224×224.
+   The issue's scale (1 hour, 300 shots, Vicuna-7B on an H200) does not fit this 2-core machine; this is the
+   same shape, smaller.
 """
 
 from __future__ import annotations
@@ -219,6 +231,103 @@ def throughput_rows(videos: Path, names: list[str], repeats: int, tmp: Path) -> 
     ]
 
 
+def write_shots(path: Path, shots: int, seconds: float, fps: int, size: tuple[int, int], seed: int = 0) -> None:
+    """Stream an mp4 of `shots` shots, each a random texture panning sideways (keyframe every 2 s)."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"g": str(2 * fps), "preset": "ultrafast", "crf": "28"}
+        for _ in range(shots):
+            base = rng.integers(40, 216, 3)  # each shot its own palette, as real shots differ in colour
+            coarse = np.clip(base + rng.integers(-40, 41, (h // 8, w // 8 + round(seconds * fps), 3)), 0, 255)
+            coarse = coarse.astype(np.uint8)
+            texture = np.repeat(np.repeat(coarse, 8, axis=0), 8, axis=1)  # blocky: costs a real decoder real work
+            for t in range(round(seconds * fps)):
+                frame = np.ascontiguousarray(texture[:, 8 * t : 8 * t + w])
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+CHILD = """
+import json, sys, time
+from vidrd_data.stages.segment import prepare
+from vidrd_data.run.runner import run_stage
+from vidrd_data import manifest as mf
+input, out, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+job = prepare(input, **options)
+start = time.perf_counter()
+run_stage(job.stage, job.params, job.inputs, out, root=job.root, input_desc=job.input_desc, progress=False)
+rows = mf.Manifest.open(out).read().to_pylist()
+print(json.dumps({"wall": time.perf_counter() - start, "ok": sum(r["status"] == "ok" for r in rows),
+                  "rows": len(rows)}))
+"""
+
+
+def measured(tree: Path, input: str, out: Path, options: dict) -> dict:
+    """Run the segment stage of the code in `tree` in a fresh process; return its result and peak RSS (GiB) of
+    its process tree."""
+    import os
+    import subprocess
+
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "-c", CHILD, input, str(out), json.dumps(options)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+                               cwd=tree)  # `python -c` puts the working directory first on sys.path
+    peak, watched = 0, psutil.Process(process.pid)
+    while process.poll() is None:
+        try:
+            total = sum(p.memory_info().rss for p in [watched, *watched.children(recursive=True)])
+            peak = max(peak, total)
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    result = json.loads(process.stdout.read().strip().splitlines()[-1])
+    return {**result, "peak_rss_gib": peak / 2**30}
+
+
+def long_rows(args) -> list[dict]:
+    """Return the before/after rows of the long-video cases (see 3. in the module docstring)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parents[1]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        before = tmp / "before"
+        before.mkdir()
+        archive = subprocess.run(["git", "-C", str(here), "archive", args.before], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
+        from vidrd_demo.models.minigpt4 import write_tiny_minigpt4
+
+        write_tiny_minigpt4(tmp / "minigpt4")
+        shots = round(args.long_minutes * 60 / 6)
+        write_shots(tmp / "spans.mp4", shots, 6.0, 10, (640, 360))
+        spans = tmp / "spans.csv"
+        spans.write_text("path,start,end\n" + "".join(f"{tmp / 'spans.mp4'},{6 * i + 0.5},{6 * i + 5.5}\n"
+                                                        for i in range(shots)))
+        write_shots(tmp / "caption.mp4", args.caption_shots, 2.0, 10, (1920, 1080), seed=1)
+        cases = {
+            "spans": (str(spans), {"embedder": "histogram"},
+                      f"{shots} spans of a {args.long_minutes:g}-min 640×360 video"),
+            "caption": (str(tmp / "caption.mp4"), {"embedder": "histogram", "captioner": "minigpt4",
+                                                    "minigpt4": str(tmp / "minigpt4" / "minigpt4.json")},
+                        f"{args.caption_shots} 2-s shots of 1080p, tiny MiniGPT-4"),
+        }
+        for case, (input, options, what) in cases.items():
+            for label, tree in (("before", before), ("after", here)):
+                result = measured(tree, input, tmp / f"{case}_{label}", options)
+                rows.append({"case": case, "what": what, "code": label, "wall_s": f"{result['wall']:.1f}",
+                             "peak_rss_gib": f"{result['peak_rss_gib']:.2f}",
+                             "ok_rows": f"{result['ok']}/{result['rows']}"})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=Path, default=SHARED_VIDEOS)
@@ -226,8 +335,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tolerance", type=float, default=0.5)
     parser.add_argument("--no-throughput", action="store_true")
+    parser.add_argument("--long", action="store_true", help="Only the long-video rows (before/after, see 3.)")
+    parser.add_argument("--long-minutes", type=float, default=5.0)
+    parser.add_argument("--caption-shots", type=int, default=150)
+    parser.add_argument("--before", default="07a8702", help="git commit of the `before` code")
     args = parser.parse_args(argv)
     logging.getLogger("vidrd_data").setLevel(logging.WARNING)
+    if args.long:
+        return long_rows(args)
     reference = json.loads(args.cuts.read_text()) if args.cuts else README_CUTS
     with tempfile.TemporaryDirectory() as tmp:
         files = {args.videos / name: cuts for name, cuts in reference.items()}

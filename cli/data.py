@@ -309,6 +309,50 @@ def validate(
     out.print(f"{manifest_dir}: valid ({len(m.parts)} parts)", markup=False)
 
 
+@app.command("shot-eval")
+def shot_eval(
+    videos: Path = typer.Argument(..., help="A video, or a folder of videos with their annotations."),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", help="Folder of annotation files, or one "
+                                               "ClipShots JSON (default: beside the videos)."),
+    fmt: str = typer.Option("auto", "--format", help="Annotation format: auto, shots (BBC/RAI), cuts "
+                            "(PySceneDetect's BBC/AutoShot), clipshots or json."),
+    detectors: str = typer.Option("histogram,content,adaptive,transnetv2", "--detectors",
+                                  help="Comma-separated: histogram, clip, content, adaptive, transnetv2."),
+    tolerance: int = typer.Option(2, "--tolerance", help="Frames a hard cut may be off by."),
+    reference: bool = typer.Option(True, "--reference/--no-reference",
+                                   help="Also run PySceneDetect's own pipeline (ContentDetector) as a peer."),
+    clip_config: Optional[Path] = typer.Option(None, "--clip-config", help="Local open_clip config (clip)."),
+    clip_checkpoint: Optional[Path] = typer.Option(None, "--clip-checkpoint", help="Its checkpoint."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (TransNetV2, CLIP)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+) -> None:
+    """Score shot detectors against annotated cuts (P/R/F1 at a frame tolerance) with their time per video-hour."""
+    from vidrd_data.inspection import shot_eval as se
+
+    names = [d.strip() for d in detectors.split(",") if d.strip()]
+    unknown = [d for d in names if d not in se.EVAL_DETECTORS]
+    if unknown or not names:
+        raise UsageProblem(f"unknown detector(s) {', '.join(unknown) or '(none given)'} "
+                           f"(use {', '.join(se.EVAL_DETECTORS)})")
+    if tolerance < 0:
+        raise UsageProblem(f"--tolerance must be ≥ 0, got {tolerance}")
+    if fmt not in ("auto", *se.FORMATS):
+        raise UsageProblem(f"unknown --format {fmt!r} (use auto, {', '.join(se.FORMATS)})")
+    try:
+        pairs = se.pair_videos(videos, annotations, fmt)
+    except (ValueError, OSError, KeyError) as exc:
+        raise UsageProblem(str(exc)) from None
+    results = se.evaluate(pairs, names, tolerance, reference, device=device,
+                          clip_config=str(clip_config) if clip_config else None,
+                          clip_checkpoint=str(clip_checkpoint) if clip_checkpoint else None)
+    if as_json:
+        print(json.dumps({"tolerance_frames": tolerance, "videos": [p for p, _ in pairs],
+                          "results": [se.result_dict(r) for r in results]}, indent=2))
+        return
+    out.print(f"{len(pairs)} video(s), tolerance ±{tolerance} frames", markup=False)
+    out.print(se.table(results, tolerance), markup=False, highlight=False)
+
+
 @app.command()
 def demo(
     out_dir: Path = typer.Argument(Path("demo_out"), help="Where to write the demo corpus (and, with --run, its manifests)."),

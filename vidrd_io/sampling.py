@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 # `frame_change` means the same for every embedder; a mean over pixels barely moves between 36 and 144 rows.
 CHANGE_SHORT_SIDE = 36
 CHUNK_FRAMES = 64  # frames per decoded batch
+# A span starting later than this seeks to the keyframe before it instead of decoding from the file's start (a
+# keyframe is rarely further apart; below this a seek saves less than it costs).
+SEEK_AFTER_S = 2.0
 EPS = 1e-6
 
 
@@ -50,6 +53,7 @@ class SampledChunk:
     changes: np.ndarray  # (n,) see `frame_changes`
     sample_positions: np.ndarray  # positions within this chunk of the sampled frames
     samples: np.ndarray  # uint8 (k, H, W, 3) the sampled frames, short side ≈ the embedder's frame size
+    detector_frames: np.ndarray | None = None  # uint8 (n, h, w, 3) every frame at `detector_size`, when asked
 
 
 def decode_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -69,13 +73,16 @@ class FrameSampler:
     threaded, without H.264's deblocking filter (invisible at the sizes measured here) and with one scaler for the
     whole video; measured faster than decord's batched reads (README, "vidrd-data segment"). Files PyAV cannot open
     go through decord, which bundles another FFmpeg build. A sample is the first frame whose timestamp reaches each
-    tick `start + j / sample_fps`; timestamps are the stream's, on the probe's time axis.
+    tick `start + j / sample_fps`; timestamps are the stream's, on the probe's time axis. The span's last frame is
+    always sampled too, so a cut between the last tick and the end of the span is looked for like any other.
     """
 
-    def __init__(self, sample_fps: float, frame_size: int, chunk_frames: int = CHUNK_FRAMES):
+    def __init__(self, sample_fps: float, frame_size: int, chunk_frames: int = CHUNK_FRAMES,
+                 detector_size: tuple[int, int] | None = None):
         self.step = 1.0 / sample_fps
         self.frame_size = frame_size
         self.chunk_frames = chunk_frames
+        self.detector_size = detector_size  # (width, height): every frame also delivered at this size
 
     def chunks(self, path: str, info: VideoInfo, first: int, stop: int, start_time: float) -> Iterator[SampledChunk]:
         """Yield the chunks of frames `[first, stop)` (indices into `info.timestamps`)."""
@@ -102,7 +109,10 @@ class FrameSampler:
         next_tick = start_time
         previous = None
         stride = None
-        for timestamps, frames in batches:
+        batches = iter(batches)
+        following = next(batches, None)
+        while following is not None:
+            (timestamps, frames), following = following, next(batches, None)
             if stride is None:
                 stride = max(1, round(min(frames.shape[1:3]) / CHANGE_SHORT_SIDE))
             converted = hsv(frames[:, ::stride, ::stride])
@@ -113,8 +123,15 @@ class FrameSampler:
                 if t >= next_tick - EPS:
                     positions.append(i)
                     next_tick += self.step * max(1, math.floor((t - next_tick + EPS) / self.step) + 1)
+            if following is None and (not positions or positions[-1] != len(timestamps) - 1):
+                positions.append(len(timestamps) - 1)  # the span's last frame: the tail interval is checked
             positions = np.asarray(positions, dtype=np.int64)
-            yield SampledChunk(np.asarray(timestamps, float), changes, positions, frames[positions])
+            small = None
+            if self.detector_size is not None:
+                import cv2
+
+                small = np.stack([cv2.resize(f, self.detector_size, interpolation=cv2.INTER_AREA) for f in frames])
+            yield SampledChunk(np.asarray(timestamps, float), changes, positions, frames[positions], small)
 
     def _pyav(self, path, start_time: float, stop_time: float | None, width: int, height: int, origin_time: float,
               clock=None):
@@ -127,6 +144,8 @@ class FrameSampler:
             stream.thread_type = "AUTO"
             stream.codec_context.options = {"skip_loop_filter": "all"}
             times, frames, origin, decoded = [], [], None, 0
+            if clock is None and start_time - origin_time > SEEK_AFTER_S:
+                origin = self._seek(container, stream, start_time - origin_time)
             try:
                 for frame in container.decode(stream):
                     if clock is not None:  # the probe's frame-index times, by position in the decode order
@@ -159,6 +178,24 @@ class FrameSampler:
                 raise TruncatedVideo(f"truncated or corrupt: decoding stopped after {decoded} frames ({exc})") from None
             if frames:
                 yield np.asarray(times), np.stack(frames)
+
+    @staticmethod
+    def _seek(container, stream, offset: float) -> float | None:
+        """Seek to the keyframe at or before `offset` seconds after the first frame; return the first frame's pts
+        in seconds (the origin of the probe's time axis), or None (and stay at the start) where it cannot."""
+        import av
+
+        try:
+            first = next((f for f in container.decode(stream) if f.pts is not None), None)
+            if first is None:
+                return None
+            origin = float(first.pts * stream.time_base)
+            container.seek(int((origin + offset) / stream.time_base), stream=stream, backward=True, any_frame=False)
+            return origin
+        except av.error.FFmpegError as exc:  # not seekable: decode from the start, as without a span
+            log.debug("cannot seek (%s); decoding from the start", exc)
+            container.seek(0, stream=stream)
+            return None
 
     def _decord(self, path, info: VideoInfo, first: int, stop: int, width: int, height: int):
         import decord

@@ -10,11 +10,15 @@ The rules, in the order they run (defaults and reasoning in the README, "vidrd-d
    shots into one segment, so a camera flash or a cut between two views of one scene does not split it.
    min-shot: a cut less than `min_shot_frames` after the previous one (or the start) is not taken either, as
    Panda-70M's PySceneDetect ContentDetector(min_scene_len=15) does not.
-3. transition: a segment whose first and last frames are dissimilar (< `transition_threshold`) is a
-   transition, not a scene: dropped.
-4. static (only with `drop_static`): a segment whose frames all stay ≥ `static_threshold` similar is dropped.
-5. trim: `trim` seconds come off both ends; then a segment shorter than `min_seconds` is dropped.
-6. split: a segment longer than `max_seconds` is split into equal parts.
+3. static (only with `drop_static`): a segment whose frames all stay ≥ `static_threshold` similar is dropped.
+4. trim: `trim` seconds come off both ends; then a segment shorter than `min_seconds` is dropped.
+5. split: a segment longer than `max_seconds` is split into equal parts.
+6. transition: a piece whose first and last sampled frames are dissimilar (< `transition_threshold`) is a
+   transition, not a scene: dropped. It runs on the pieces after the split (Panda-70M's order), so a long
+   continuous shot whose colours drift survives as the pieces whose ends still look alike.
+
+The span's last frame is always sampled, so a hard cut between the last regular sample and the span's end is
+found like any other (it would otherwise leave frames of the next shot at the end of the segment).
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ EPS = 1e-6
 
 @dataclass(frozen=True)
 class Boundary:
-    """A shot change at `frame` (the first frame of the new shot) and the similarity of the samples around it."""
+    """A shot change at `frame` (the first frame of the new shot), the similarity of the samples around it and the
+    detector's score for it (the frame change for the `embedding` detector)."""
 
     frame: int
     similarity: float
+    score: float | None = None
 
 
 @dataclass
@@ -46,6 +52,8 @@ class Segment:
     start_similarity: float | None
     end_similarity: float | None
     rules: list[str] = field(default_factory=list)
+    start_score: float | None = None  # the detector's scores of those cuts
+    end_score: float | None = None
 
 
 @dataclass
@@ -61,6 +69,7 @@ class Segmentation:
     cuts: list[Boundary]
     kept_inside: dict[str, list[Boundary]]  # shot changes that are not cuts, by the rule that kept them inside
     dropped: dict[str, int]
+    detector: str = "embedding"  # what found the shot changes (a model id)
 
     def time(self, frame: int) -> float:
         return float(self.timestamps[frame]) if frame < len(self.timestamps) else self.end_time
@@ -71,8 +80,9 @@ class Segmentation:
         return np.arange(lo, hi)
 
 
-def shot_changes(changes: np.ndarray, sample_frames: np.ndarray, frame_change: float) -> list[tuple[int, int]]:
-    """Return (frame, sample pair j) of each sampled-frame interval's largest frame change ≥ `frame_change`.
+def shot_changes(changes: np.ndarray, sample_frames: np.ndarray, frame_change: float) -> list[tuple[int, int, float]]:
+    """Return (frame, sample pair j, its change) of each sampled-frame interval's largest frame change ≥
+    `frame_change`.
 
     Interval j holds the frames after sample j up to and including sample j + 1.
     """
@@ -81,19 +91,25 @@ def shot_changes(changes: np.ndarray, sample_frames: np.ndarray, frame_change: f
         a, b = int(sample_frames[j]), int(sample_frames[j + 1])
         k = a + 1 + int(np.argmax(changes[a + 1 : b + 1]))
         if changes[k] >= frame_change:
-            found.append((k, j))
+            found.append((k, j, float(changes[k])))
     return found
 
 
+def detected_changes(frames: np.ndarray, scores: np.ndarray, sample_frames: np.ndarray) -> list[tuple[int, int, float]]:
+    """Return (frame, sample pair j, score) of each shot change a frame detector found, j the sampled-frame
+    interval holding it (as `shot_changes` numbers them); changes before the second sample fall in interval 0."""
+    pairs = np.clip(np.searchsorted(sample_frames, frames, side="left") - 1, 0, max(0, len(sample_frames) - 2))
+    return [(int(f), int(j), float(x)) for f, j, x in zip(frames, pairs, scores) if len(sample_frames) > 1]
+
+
 def cut_and_merge(
-    changes: np.ndarray,
-    sample_frames: np.ndarray,
+    candidates: list[tuple[int, int, float]],
     similarities: np.ndarray,
     threshold: float,
-    frame_change: float,
     min_shot_frames: int,
 ) -> tuple[list[Boundary], dict[str, list[Boundary]]]:
-    """Return the cuts and the shot changes not cut, by rule.
+    """Return the cuts and the shot changes not cut, by rule, from the candidate shot changes (frame, sample pair
+    j, score) of `shot_changes` or `detected_changes`.
 
     A shot change is cut when the samples around it are dissimilar (< threshold) and it comes at least
     `min_shot_frames` after the previous cut (or the span's start); otherwise it is kept inside a segment, as
@@ -101,8 +117,8 @@ def cut_and_merge(
     """
     cuts: list[Boundary] = []
     kept_inside: dict[str, list[Boundary]] = {"merge": [], "min_shot": []}
-    for frame, j in shot_changes(changes, sample_frames, frame_change):
-        boundary = Boundary(frame, float(similarities[j]))
+    for frame, j, score in candidates:
+        boundary = Boundary(frame, float(similarities[j]), score)
         if boundary.similarity >= threshold:
             kept_inside["merge"].append(boundary)
         elif frame - (cuts[-1].frame if cuts else 0) < min_shot_frames:
@@ -123,7 +139,8 @@ def segments_between(num_frames: int, cuts: list[Boundary], kept_inside: dict[st
         segments.append(
             Segment(left.frame, right.frame, left.frame if starts_at_cut else None,
                     right.frame if ends_at_cut else None, left.similarity if starts_at_cut else None,
-                    right.similarity if ends_at_cut else None, rules)
+                    right.similarity if ends_at_cut else None, rules,
+                    start_score=left.score if starts_at_cut else None, end_score=right.score if ends_at_cut else None)
         )
     return segments
 
@@ -151,7 +168,7 @@ def trim_ends(seg: Segmentation, segment: Segment, seconds: float) -> Segment:
     start = int(np.searchsorted(seg.timestamps, start_time - EPS, side="left"))
     stop = int(np.searchsorted(seg.timestamps, end_time - EPS, side="left"))
     return Segment(start, max(start, stop), segment.start_cut, segment.end_cut, segment.start_similarity,
-                   segment.end_similarity, [*segment.rules, "trim"])
+                   segment.end_similarity, [*segment.rules, "trim"], segment.start_score, segment.end_score)
 
 
 def split_evenly(seg: Segmentation, segment: Segment, max_seconds: float) -> list[Segment]:
@@ -166,7 +183,8 @@ def split_evenly(seg: Segmentation, segment: Segment, max_seconds: float) -> lis
     return [
         Segment(a, b, segment.start_cut if a == segment.start else None, segment.end_cut if b == segment.stop else None,
                 segment.start_similarity if a == segment.start else None,
-                segment.end_similarity if b == segment.stop else None, [*segment.rules, "split"])
+                segment.end_similarity if b == segment.stop else None, [*segment.rules, "split"],
+                segment.start_score if a == segment.start else None, segment.end_score if b == segment.stop else None)
         for a, b in zip(edges, edges[1:])
     ]
 
@@ -178,22 +196,27 @@ def segment_video(
     sample_frames: np.ndarray,
     embeddings: np.ndarray,
     options,
+    detected=None,
+    detector: str = "embedding",
 ) -> Segmentation:
     """Return the segmentation of one decoded span by the cut and stitch rules (module docstring); frames are
     span-relative. `options`: the segment stage's `SegmentOptions` (thresholds, frame_change, min_shot_frames,
-    drop_static, trim, min_seconds, max_seconds)."""
+    drop_static, trim, min_seconds, max_seconds). `detected`: the cuts a frame detector found (an object with
+    `frames` and `scores`, `models.shot_detectors.DetectedCuts`), which then replace the frame-change candidates;
+    the merge rule still stitches those whose two sides' samples look alike (Panda-70M stitches its
+    ContentDetector cuts the same way). `detector` names what found them, for the provenance."""
     thresholds = options.rule_thresholds()
     similarities = np.einsum("id,id->i", embeddings[:-1], embeddings[1:]) if len(embeddings) > 1 else np.zeros(0)
-    cuts, kept_inside = cut_and_merge(
-        changes, sample_frames, similarities, thresholds.cut, options.frame_change, options.min_shot_frames
-    )
-    seg = Segmentation(timestamps, end_time, sample_frames, embeddings, similarities, [], cuts, kept_inside, {})
+    if detected is None:
+        candidates = shot_changes(changes, sample_frames, options.frame_change)
+    else:
+        candidates = detected_changes(detected.frames, detected.scores, sample_frames)
+    cuts, kept_inside = cut_and_merge(candidates, similarities, thresholds.cut, options.min_shot_frames)
+    seg = Segmentation(timestamps, end_time, sample_frames, embeddings, similarities, [], cuts, kept_inside, {},
+                       detector)
     dropped = {"transition": 0, "static": 0, "min_seconds": 0}
     kept = []
     for segment in segments_between(len(timestamps), cuts, kept_inside):
-        if is_transition(seg, segment, thresholds.transition):
-            dropped["transition"] += 1
-            continue
         if options.drop_static and is_static(seg, segment, thresholds.static):
             dropped["static"] += 1
             continue
@@ -201,7 +224,13 @@ def segment_video(
         if segment.stop - segment.start < 2 or seg.time(segment.stop) - seg.time(segment.start) < options.min_seconds - EPS:
             dropped["min_seconds"] += 1
             continue
-        kept.extend(split_evenly(seg, segment, options.max_seconds))
+        # The transition test runs on the pieces, as Panda-70M's does: a long shot whose colours drift (a pan, a
+        # walking tour) keeps the pieces whose ends still look alike instead of vanishing whole.
+        for piece in split_evenly(seg, segment, options.max_seconds):
+            if is_transition(seg, piece, thresholds.transition):
+                dropped["transition"] += 1
+            else:
+                kept.append(piece)
     seg.segments = kept
     seg.dropped = {k: v for k, v in dropped.items() if v}
     return seg
@@ -216,6 +245,9 @@ def provenance(seg: Segmentation, segment: Segment) -> dict:
         "end_cut_time": None if segment.end_cut is None else seg.time(segment.end_cut),
         "start_cut_similarity": segment.start_similarity,
         "end_cut_similarity": segment.end_similarity,
+        "start_cut_score": segment.start_score,
+        "end_cut_score": segment.end_score,
+        "detector": seg.detector,
         "mean_similarity": float(consecutive.mean()) if len(consecutive) else None,
         "min_similarity": float(consecutive.min()) if len(consecutive) else None,
         "rules": list(segment.rules),

@@ -3,7 +3,8 @@
 For each input video (or a span of it, when the input row gives one):
 
     decode once → every frame's change from the one before, and frames at `sample_fps` (stream timestamps)
-    → embeddings of the sampled frames (CLIP or colour histograms) → cut → stitch rules → segments
+    → embeddings of the sampled frames (CLIP or colour histograms) → shot changes (the frame-change rule, or a
+    frame detector fed every frame: PySceneDetect Content/Adaptive, TransNetV2) → cut → stitch rules → segments
     → optional captions of each segment's middle frame (MiniGPT-4 or BLIP-2) → one `video_clip` row per segment
 
 The rules (cut, merge, min-shot, transition, static, trim, split) are pure operations, listed in the order they
@@ -50,6 +51,9 @@ SEGMENTATION = pa.struct(
         pa.field("end_cut_time", pa.float64()),  # (or span) starts/ends, or at a split
         pa.field("start_cut_similarity", pa.float64()),  # of the sampled frames either side of that cut
         pa.field("end_cut_similarity", pa.float64()),
+        pa.field("start_cut_score", pa.float64()),  # the detector's score of that cut (its own scale: frame change,
+        pa.field("end_cut_score", pa.float64()),  # content_val, adaptive ratio or TransNetV2 probability)
+        pa.field("detector", pa.string()),  # the shot detector and its settings
         pa.field("mean_similarity", pa.float64()),  # consecutive sampled frames inside (null below 2 samples)
         pa.field("min_similarity", pa.float64()),
         pa.field("rules", pa.list_(pa.string())),  # rules that produced or changed it, in order: cut merge trim split
@@ -66,6 +70,11 @@ class SegmentOptions:
     Thresholds left at None take the embedder's defaults (`embedders.RuleThresholds`).
     """
 
+    detector: str = field(default="embedding", metadata={
+        "help": "Shot detector: embedding (frame change + embedder similarity), content or adaptive "
+                "(PySceneDetect) or transnetv2."})
+    detector_threshold: float | None = field(default=None, metadata={
+        "help": "The detector's own threshold (content 27, adaptive 3, transnetv2 0.5; embedding: --frame-change)."})
     embedder: str = field(default="clip", metadata={
         "help": "clip (open_clip) or histogram (colour histograms, no weights)."})
     clip: str = field(default="ViT-B-32", metadata={"help": "open_clip model name."})
@@ -83,6 +92,8 @@ class SegmentOptions:
     caption_prompt: str | None = field(default=None, metadata={
         "help": "MiniGPT-4: the question; BLIP-2: the caption's start."})
     caption_max_new_tokens: int | None = field(default=None, metadata={"help": "Longest caption, in tokens."})
+    caption_batch_size: int = field(default=8, metadata={
+        "help": "Frames per captioner call (the next batch decodes meanwhile)."})
     sample_fps: float = field(default=2.0, metadata={"help": "Frames per second embedded."})
     threshold: float | None = field(default=None, metadata={
         "help": "Cut below this similarity of consecutive sampled frames (default: the embedder's)."})
@@ -107,7 +118,17 @@ class SegmentOptions:
     def __post_init__(self):
         from vidrd_data.models.embedders import embedder_class
 
+        from vidrd_data.models.shot_detectors import DETECTORS
+
         embedder_class(self.embedder)  # raises on an unknown name
+        if self.detector not in DETECTORS:
+            raise ValueError(f"unknown detector {self.detector!r} (use {', '.join(DETECTORS)})")
+        if self.detector_threshold is not None and self.detector == "embedding":
+            raise ValueError("detector embedding takes its threshold from frame_change, not detector_threshold")
+        if self.detector_threshold is not None and not (
+                0 < self.detector_threshold < (1 if self.detector == "transnetv2" else float("inf"))):
+            raise ValueError(f"detector_threshold must be > 0 (a probability below 1 for transnetv2), "
+                             f"got {self.detector_threshold}")
         if self.captioner not in CAPTIONERS:
             raise ValueError(f"unknown captioner {self.captioner!r} (use {', '.join(CAPTIONERS)})")
         if self.captioner == "minigpt4" and not self.minigpt4:
@@ -128,6 +149,8 @@ class SegmentOptions:
             raise ValueError(f"max_seconds must be > 0 and ≥ min_seconds, got {self.max_seconds}")
         if self.min_shot_frames < 1:
             raise ValueError(f"min_shot_frames must be ≥ 1, got {self.min_shot_frames}")
+        if self.caption_batch_size < 1:
+            raise ValueError(f"caption_batch_size must be ≥ 1, got {self.caption_batch_size}")
         if self.caption_frames < 1 or self.batch_size < 1 or self.prefetch_chunks < 1:
             raise ValueError(
                 f"caption_frames, batch_size and prefetch_chunks must be ≥ 1, got {self.caption_frames}, "
@@ -174,9 +197,14 @@ class SpanDecoder:
 
     def __call__(self, index: int, row: dict) -> Iterator[_Planned | SampledChunk]:
         """Yield the row's plan, then its chunks."""
+        from vidrd_data.models.shot_detectors import detector_frame_size
+
         planned = self.plan(index, row)
         yield planned
-        sampler = FrameSampler(self.options.sample_fps, self.frame_size)
+        info = planned.info
+        detector_size = detector_frame_size(self.options.detector, info.width, info.height)
+        frame_size = self.frame_size if detector_size is None else max(self.frame_size, min(detector_size))
+        sampler = FrameSampler(self.options.sample_fps, frame_size, detector_size=detector_size)
         start_time = float(planned.info.timestamps[planned.first])
         yield from sampler.chunks(self.resolve(row["source_path"]), planned.info, planned.first, planned.stop,
                                   start_time)
@@ -222,6 +250,7 @@ class _Video:
     embeddings: list[np.ndarray] = field(default_factory=list)
     pending: list[np.ndarray] = field(default_factory=list)  # sampled frames not yet embedded
     decoded: int = 0
+    detection: Any = None  # the frame detector's run over this video, when one is used
 
 
 class SegmentVideos(Stage):
@@ -229,7 +258,7 @@ class SegmentVideos(Stage):
 
     name = "segment"
     kind = "video_clip"
-    speed_options = frozenset({"batch_size", "prefetch_chunks"})
+    speed_options = frozenset({"batch_size", "prefetch_chunks", "caption_batch_size"})
     fields = [pa.field("segmentation", SEGMENTATION)]
     decode_timeout_s = DEFAULT_TIMEOUT_S  # a probe, or one chunk of frames
 
@@ -237,6 +266,7 @@ class SegmentVideos(Stage):
         super().__init__(**params)
         self.options = SegmentOptions(**params)
         self.embedder = None
+        self.detector = None
         self.captioner = None
         self._pool = None
 
@@ -249,6 +279,11 @@ class SegmentVideos(Stage):
                 o.embedder, clip=o.clip, clip_pretrained=o.clip_pretrained, clip_config=o.clip_config,
                 clip_checkpoint=o.clip_checkpoint, device=o.device, batch_size=o.batch_size,
             )
+            if o.detector != "embedding":
+                from vidrd_data.models.shot_detectors import make_detector
+
+                self.detector = make_detector(o.detector, threshold=o.detector_threshold,
+                                              min_scene_len=o.min_shot_frames, device=o.device)
             self.captioner = make_captioner(o)
         except (ValueError, OSError) as exc:  # models that cannot load are bad input: one line, exit status 2
             raise InputError(" ".join(str(exc).split())) from None
@@ -305,14 +340,35 @@ class SegmentVideos(Stage):
         return outputs
 
     def caption_segments(self, path: str, seg: Segmentation, prompt: str | None) -> list[str | BaseException | None]:
-        """Return one caption per kept segment: its middle frame's, or its k frames' unique captions joined (the
-        frames read in a decode worker); out of GPU memory even one at a time, the error in its place."""
-        k = self.options.caption_frames
+        """Return one caption per kept segment: its middle frame's, or its k frames' unique captions joined; out of
+        GPU memory even one at a time, the error in its place.
+
+        The frames are read in a decode worker `caption_batch_size` at a time, already at the captioner's input
+        size, the next batch reading while this one is captioned: no full-resolution frame of every segment is
+        held at once (500 segments of 1080p would be 3 GB)."""
+        k, batch = self.options.caption_frames, self.options.caption_batch_size
         times = [caption_times(seg, s, k) for s in seg.segments]
         flat = [t for ts in times for t in ts]
-        images = [Image.fromarray(f) for f in self._decode_pool().submit(read_frames, path, flat, path=path).result()]
-        prompts = [prompt] * len(images)
-        texts = outputs_in_halves(lambda a, b: self.captioner.caption(images[a:b], prompts[a:b]), len(images))
+        size = caption_input_size(self.captioner)
+        pool = self._decode_pool()
+        batches = iter([flat[i : i + batch] for i in range(0, len(flat), batch)])
+        reading: deque = deque()
+
+        def read_next() -> None:
+            if (times_of_batch := next(batches, None)) is not None:
+                reading.append(pool.submit(read_frames_at, path, times_of_batch, size, path=path))
+
+        read_next()
+        texts: list = []
+        try:
+            while reading:
+                images = [Image.fromarray(f) for f in reading.popleft().result()]
+                read_next()
+                prompts = [prompt] * len(images)
+                texts += outputs_in_halves(lambda a, b: self.captioner.caption(images[a:b], prompts[a:b]), len(images))
+        finally:
+            for task in reading:
+                task.cancel()
         captions: list[str | BaseException | None] = []
         offset = 0
         for ts in times:
@@ -395,6 +451,8 @@ class SegmentVideos(Stage):
             for item in task.items():
                 if isinstance(item, _Planned):
                     video = _Video(item)
+                    if self.detector is not None:
+                        video.detection = self.detector.start(item.info.fps)
                 else:
                     self._take_chunk(video, item)
         except BaseException:
@@ -409,6 +467,8 @@ class SegmentVideos(Stage):
         video.sample_frames.extend((video.decoded + chunk.sample_positions).tolist())
         video.decoded += len(chunk.timestamps)
         video.pending.append(chunk.samples)
+        if video.detection is not None:
+            video.detection.add(chunk.detector_frames)
         if sum(len(p) for p in video.pending) >= self.options.batch_size:
             self._embed_pending(video)
 
@@ -426,9 +486,12 @@ class SegmentVideos(Stage):
     def _finish(self, row: dict, video: _Video) -> list[dict]:
         planned = video.planned
         timestamps = np.concatenate(video.timestamps)
+        detected = None if video.detection is None else video.detection.finish()
+        detector = self.detector.model_id if self.detector is not None else f"embedding({self.embedder.model_id}, " \
+            f"frame_change={self.options.frame_change:g})"
         seg = segment_video(
             timestamps, planned.end_time, np.concatenate(video.changes), np.asarray(video.sample_frames, dtype=np.int64),
-            np.concatenate(video.embeddings), self.options,
+            np.concatenate(video.embeddings), self.options, detected, detector,
         )
         captions = None
         if self.captioner is not None and seg.segments:
@@ -436,11 +499,30 @@ class SegmentVideos(Stage):
         return self.rows_of(row, planned, seg, captions)
 
 
+def read_frames_at(path: str, times: list[float], size: tuple[int, int] | None) -> np.ndarray:
+    """Return the frames shown at `times`, resized to `size` (width, height; bicubic, as BLIP-2's and MiniGPT-4's
+    image processors squash) when given (what a decode worker runs for the captioner)."""
+    frames = read_frames(path, times)
+    if size is None:
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BICUBIC)) for f in frames])
+
+
+def caption_input_size(captioner) -> tuple[int, int] | None:
+    """Return the (width, height) the captioner's image processor resizes every image to, or None if unknown."""
+    processor = getattr(captioner, "image_processor", None) or getattr(getattr(captioner, "processor", None),
+                                                                       "image_processor", None)
+    size = getattr(processor, "size", None)
+    if isinstance(size, dict) and "height" in size and "width" in size:
+        return int(size["width"]), int(size["height"])
+    return None
+
+
 def make_captioner(options: SegmentOptions):
     """Return the captioner the options name (None for `none`)."""
     if options.captioner == "none":
         return None
-    kwargs = {"device": options.device}
+    kwargs = {"device": options.device, "batch_size": options.caption_batch_size}
     if options.caption_max_new_tokens is not None:
         kwargs["max_new_tokens"] = options.caption_max_new_tokens
     if options.captioner == "minigpt4":
