@@ -2,6 +2,7 @@
 captions through the real tiny MiniGPT-4 / BLIP-2 loaders, and cuts on real footage."""
 
 import json
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -99,9 +100,12 @@ def test_gradual_change_without_a_jumping_frame_is_not_cut():
 
 def test_segment_whose_first_and_last_frames_differ_is_dropped_as_a_transition():
     scenes = [0] * 30 + [1] * 20 + [2] * 30  # a cut, then a gradual change inside the second shot
-    seg = _segment(_decoded(scenes, jump_frames=[30]))
+    seg = _segment(_decoded(scenes, jump_frames=[30]), halve_transitions=False)
     assert [(s.start, s.stop) for s in seg.segments] == [(0, 30)]
     assert seg.dropped == {"transition": 1}
+    halved = _segment(_decoded(scenes, jump_frames=[30]))  # the default keeps the halves on either side of it
+    assert [(s.start, s.stop) for s in halved.segments] == [(0, 30), (30, 43), (55, 80)]
+    assert halved.dropped == {"transition": 1}
 
 
 def test_near_static_segment_is_dropped_only_when_asked():
@@ -235,8 +239,10 @@ def test_video_whose_segments_all_fail_the_rules_gets_a_failed_row_naming_them(t
     write_mp4(folder / "fade.mp4", frames, fps=8)
     [row] = _run(tmp_path, folder)
     # the hue wraps from magenta to red in the last frames: PySceneDetect's scale (no wrap) sees a jump, and the
-    # sliver after it is under --min-seconds
-    assert row["status"] == "failed" and row["error"].startswith("ValueError: no segment survived the rules (dropped: 1 transition")
+    # sliver after it is under --min-seconds; the dissolve's halves all fail the transition test down to min-seconds
+    assert row["status"] == "failed", row
+    assert re.fullmatch(r"ValueError: no segment survived the rules \(dropped: [1-9]\d* transition(, 1 min-seconds)?\)",
+                        row["error"]), row["error"]
 
 
 def test_input_span_is_segmented_within_itself(tmp_path, long_videos):
@@ -368,8 +374,34 @@ def test_long_drifting_shot_survives_as_pieces_the_transition_test_judges_one_by
     seg = _segment((timestamps, end, changes, samples, embeddings), max_seconds=10.0)
     spans = [(round(seg.time(s.start), 3), round(seg.time(s.stop), 3)) for s in seg.segments]
     assert spans == [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)] and seg.dropped == {}
-    whole = _segment((timestamps, end, changes, samples, embeddings), max_seconds=60.0)
+    whole = _segment((timestamps, end, changes, samples, embeddings), max_seconds=60.0, halve_transitions=False)
     assert whole.segments == [] and whole.dropped == {"transition": 1}  # unsplit, its ends are other scenes
+
+
+def test_a_long_drifting_shot_left_whole_by_max_seconds_is_halved_until_its_pieces_pass():
+    drift = np.linspace(0.0, 1.0, 300)  # 30 s whose look turns from scene 0 to scene 1; max_seconds leaves it whole
+    timestamps, end, changes, samples, _ = _decoded([0] * 300, fps=10.0)
+    t = drift[samples][:, None]
+    embeddings = np.cos(t * np.pi / 2) * np.eye(8)[0] + np.sin(t * np.pi / 2) * np.eye(8)[1]
+    seg = _segment((timestamps, end, changes, samples, embeddings), max_seconds=60.0)
+    spans = [(round(seg.time(s.start), 2), round(seg.time(s.stop), 2)) for s in seg.segments]
+    assert spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(30.0) and len(spans) > 1 and seg.dropped == {}
+    assert all(b == c for (_, b), (c, _) in zip(spans, spans[1:]))  # contiguous: no footage lost
+    for s in seg.segments:  # every piece passes the test its parent failed
+        inside = seg.samples_in(s)
+        assert embeddings[inside[0]] @ embeddings[inside[-1]] >= SegmentOptions(**HISTOGRAM).rule_thresholds().transition
+
+
+def test_a_fade_inside_a_shot_costs_only_the_pieces_around_it():
+    looks = np.r_[np.zeros(100), np.linspace(0, 1, 20), np.ones(100)]  # 10 s, a 2 s fade, 10 s: one shot, no cut
+    timestamps, end, changes, samples, _ = _decoded([0] * len(looks), fps=10.0)
+    t = looks[samples][:, None]
+    embeddings = np.cos(t * np.pi) * np.eye(8)[0] + np.sin(t * np.pi) * np.eye(8)[1]  # its ends opposite looks
+    seg = _segment((timestamps, end, changes, samples, embeddings), min_seconds=1.0)
+    spans = [(seg.time(s.start), seg.time(s.stop)) for s in seg.segments]
+    assert seg.dropped == {"transition": 1} and spans[0][0] == 0.0 and spans[-1][1] == pytest.approx(22.0)
+    gaps = [(b, c) for (_, b), (c, _) in zip(spans, spans[1:]) if c > b]
+    assert gaps and all(10.0 <= b and c <= 12.5 for b, c in gaps)  # footage is lost only inside the fade
 
 
 def test_drifting_pan_video_keeps_its_pieces(tmp_path):
@@ -379,8 +411,11 @@ def test_drifting_pan_video_keeps_its_pieces(tmp_path):
     panorama[..., 0], panorama[..., 2] = (60 + 100 * x)[None], (60 + 100 * (1 - x))[None]
     panorama[..., 1] = (60 + 40 * np.sin(np.arange(32) / 3))[:, None]
     write_mp4(folder / "pan.mp4", np.stack([panorama[:, i : i + 48] for i in range(240)]), fps=8)
-    [whole] = _run(tmp_path, folder, name="whole", max_seconds=60.0)
+    [whole] = _run(tmp_path, folder, name="whole", max_seconds=60.0, halve_transitions=False)
     assert whole["error"] == "ValueError: no segment survived the rules (dropped: 1 transition)"  # its ends differ
+    halved = _run(tmp_path, folder, name="halved", max_seconds=60.0)  # the default: halved until pieces pass
+    assert {r["status"] for r in halved} == {"ok"} and len(halved) > 1
+    assert halved[0]["start_time"] == 0.0 and halved[-1]["end_time"] == pytest.approx(30.0)
     rows = _run(tmp_path, folder, max_seconds=5.0)
     assert {r["status"] for r in rows} == {"ok"} and len(rows) == 6
     assert rows[0]["start_time"] == 0.0 and rows[-1]["end_time"] == pytest.approx(30.0)

@@ -14,8 +14,11 @@ The rules, in the order they run (defaults and reasoning in the README, "vidrd-d
 4. trim: `trim` seconds come off both ends; then a segment shorter than `min_seconds` is dropped.
 5. split: a segment longer than `max_seconds` is split into equal parts.
 6. transition: a piece whose first and last sampled frames are dissimilar (< `transition_threshold`) is a
-   transition, not a scene: dropped. It runs on the pieces after the split (Panda-70M's order), so a long
-   continuous shot whose colours drift survives as the pieces whose ends still look alike.
+   transition, not a scene. It runs on the pieces after the split (Panda-70M's order). With `halve_transitions`
+   (the default; our choice, the paper is silent) a failing piece is halved, and each half judged again, until
+   the halves pass or would be shorter than `min_seconds`: a long continuous shot whose colours drift (a walking
+   tour, a slow pan) survives as pieces whose ends look alike even when `max_seconds` left it whole, and a fade
+   inside a shot costs only the pieces around it. Without it a failing piece is dropped whole (Panda-70M).
 
 The span's last frame is always sampled, so a hard cut between the last regular sample and the span's end is
 found like any other (it would otherwise leave frames of the next shot at the end of the segment).
@@ -189,6 +192,24 @@ def split_evenly(seg: Segmentation, segment: Segment, max_seconds: float) -> lis
     ]
 
 
+def without_transitions(seg: Segmentation, piece: Segment, threshold: float, min_seconds: float,
+                        halve: bool) -> tuple[list[Segment], int]:
+    """Return the parts of `piece` that pass the transition test and how many parts were dropped as transitions:
+    the piece itself when it passes; else, with `halve`, its halves judged the same way while they last at least
+    `min_seconds` and hold two samples each (rule 6)."""
+    if not is_transition(seg, piece, threshold):
+        return [piece], 0
+    duration = seg.time(piece.stop) - seg.time(piece.start)
+    if not halve or duration / 2 < min_seconds - EPS or len(seg.samples_in(piece)) < 4:
+        return [], 1
+    kept, dropped = [], 0
+    for half in split_evenly(seg, piece, duration / 2):
+        pieces, transitions = without_transitions(seg, half, threshold, min_seconds, halve)
+        kept += pieces
+        dropped += transitions
+    return kept, dropped
+
+
 def segment_video(
     timestamps: np.ndarray,
     end_time: float,
@@ -227,10 +248,10 @@ def segment_video(
         # The transition test runs on the pieces, as Panda-70M's does: a long shot whose colours drift (a pan, a
         # walking tour) keeps the pieces whose ends still look alike instead of vanishing whole.
         for piece in split_evenly(seg, segment, options.max_seconds):
-            if is_transition(seg, piece, thresholds.transition):
-                dropped["transition"] += 1
-            else:
-                kept.append(piece)
+            pieces, transitions = without_transitions(seg, piece, thresholds.transition, options.min_seconds,
+                                                      options.halve_transitions)
+            kept += pieces
+            dropped["transition"] += transitions
     seg.segments = kept
     seg.dropped = {k: v for k, v in dropped.items() if v}
     return seg

@@ -103,6 +103,9 @@ class SegmentOptions:
         "help": "Ignore a cut this few frames after the previous one."})
     transition_threshold: float | None = field(default=None, metadata={
         "help": "Drop segments whose first and last frames are less similar."})
+    halve_transitions: bool = field(default=True, metadata={
+        "help": "Halve a piece that fails the transition test until its halves pass or reach --min-seconds.",
+        "flags": ("--halve-transitions/--drop-transitions",)})
     drop_static: bool = field(default=False, metadata={
         "help": "Drop near-static segments.", "flags": ("--drop-static/--keep-static",)})
     static_threshold: float | None = field(default=None, metadata={
