@@ -597,7 +597,8 @@ def ucf101_protocol(
         "generation": plan,
         "settings": settings.as_dict(),
         "extractors": {"i3d": fvd_result["i3d"], "c3d": is_result["c3d"]},
-        "standin_extractors": is_standin_extractor(i3d) or is_standin_extractor(c3d),
+        "standin_extractors": (is_standin_extractor(i3d) or is_standin_extractor(c3d)
+                               or (cd_fvd is not None and is_standin_extractor(cd_fvd))),
         "fvd": fvd_result,
         "is": is_result,
         "cd_fvd": cd_fvd_result,

@@ -20,6 +20,7 @@ def inputs(tmp_path_factory):
     from tests.tiny_sd import perturb_temporal_layers_, tiny_stable_diffusion
     from vidrd_demo.corpus import write_actions
     from vidrd_demo.models.extractors import write_standin_extractors
+    from vidrd_demo.models.videomae import write_tiny_videomae
     from vidrd_model.pipeline import VidRDPipeline
 
     root = tmp_path_factory.mktemp("eval_inputs")
@@ -28,7 +29,8 @@ def inputs(tmp_path_factory):
     perturb_temporal_layers_(pipe.unet, seed=1)
     pipe.save_pretrained(root / "model")
     extractors = write_standin_extractors(root / "extractors")
-    return {"model": root / "model", "base": base, "actions": write_actions(root / "actions"), **extractors}
+    return {"model": root / "model", "base": base, "actions": write_actions(root / "actions"),
+            "videomae": write_tiny_videomae(root / "videomae"), **extractors}
 
 
 def protocol_args(inputs, out, *extra):
@@ -38,9 +40,10 @@ def protocol_args(inputs, out, *extra):
 
 @pytest.fixture(scope="module")
 def protocol_run(inputs, tmp_path_factory):
-    """`vidrd-eval ucf101` generating 6 videos (2 per class) and measuring them, run once for the module."""
+    """`vidrd-eval ucf101` generating 6 videos (2 per class) and measuring them (cd-FVD too), run once."""
     out = tmp_path_factory.mktemp("ucf101_run")
-    assert main([str(a) for a in protocol_args(inputs, out, "--model", inputs["model"], "-n", "6")]) == 0
+    assert main([str(a) for a in protocol_args(inputs, out, "--model", inputs["model"], "-n", "6",
+                                               "--cd-fvd", inputs["videomae"])]) == 0
     return out
 
 
@@ -55,6 +58,7 @@ def one_line_error(code, err):
 def test_ucf101_writes_results_json_with_every_setting_a_receipt_and_a_flagged_table(protocol_run, inputs):
     from vidrd_io.video import probe
     from vidrd_model.eval.receipt import verify
+    from vidrd_model.eval.report import is_standin_extractor
 
     videos = sorted(p.name for p in (protocol_run / "videos").glob("*.mp4"))
     assert videos == ["00000_BalloonRise.mp4", "00001_BalloonRise.mp4", "00002_PendulumSwing.mp4",
@@ -78,6 +82,7 @@ def test_ucf101_writes_results_json_with_every_setting_a_receipt_and_a_flagged_t
     assert result["extractors"]["i3d"]["sha256"] == result["fvd"]["i3d"]["sha256"] and len(
         result["extractors"]["c3d"]["sha256"]) == 64
     assert result["standin_extractors"] is True
+    assert is_standin_extractor(inputs["videomae"]) and not is_standin_extractor(inputs["actions"])
     assert result["is"]["splits"] == 2
     assert result["fvd"]["fvd"] == pytest.approx(_fvd_from_scratch(protocol_run, inputs["i3d"]), rel=1e-6)
     assert {"torch", "diffusers", "numpy", "scipy"} <= result["versions"].keys()
@@ -91,6 +96,9 @@ def test_ucf101_writes_results_json_with_every_setting_a_receipt_and_a_flagged_t
     assert fvd_receipt["context"]["seed"] == 42 and fvd_receipt["context"]["real_split"] == "trainlist01"
     assert fvd_receipt["context"]["sampler"]["guidance_scale"] == 10.0 and "torch" in fvd_receipt["versions"]
     assert result["receipt"]["fvd"] == fvd_receipt["sha256"]
+    cd_fvd = result["cd_fvd"]
+    assert cd_fvd["fvd"] > 0 and cd_fvd["receipt"]["metric"] == "cd-fvd" and cd_fvd["num_real"] == 6
+    assert result["receipt"]["cd_fvd"] == cd_fvd["receipt"]["sha256"]
     # what differs from the paper's protocol is said in the row: the test's fast settings, and only those
     assert result["deviations"] == ["2 DDIM steps (release: 50)", "16×16 px (release: 256²)",
                                     "N = 6 (usual: 10,000)", "stand-in extractors"]
@@ -100,6 +108,7 @@ def test_ucf101_writes_results_json_with_every_setting_a_receipt_and_a_flagged_t
     assert f"differs²: 2 DDIM steps (release: 50); 16×16 px (release: 256²); N = 6 (usual: 10,000); stand-in " \
            f"extractors | {result['receipt']['id']} |" in table
     assert "STAND-IN EXTRACTORS: NUMBERS NOT COMPARABLE" in table
+    assert f"cd-FVD (VideoMAE {cd_fvd['videomae']['sha256'][:12]}) {cd_fvd['fvd']:.2f}" in table
     assert "N = 6 planned; FVD on 6 generated vs 6 real (trainlist01); IS on 6 generated" in table
     assert result["extractors"]["i3d"]["sha256"][:12] in table and "H.264 CRF 10" in table
 
@@ -322,3 +331,59 @@ def test_ucf101_with_other_networks_and_an_unreadable_video_is_not_flagged_and_s
     assert STANDIN_WARNING not in table.lower() and "stand-in" not in table.lower()
     assert "N = 6 planned; FVD on 5 generated vs 6 real (trainlist01); IS on 5 generated" in table
     assert "> **Warning — ours" in table and "1 of 6 generated videos could not be read" in table
+
+
+@pytest.fixture(scope="module")
+def release_checkpoint(inputs, tmp_path_factory):
+    """The tiny model saved as the release saves ModelT2V.pth (a Lightning checkpoint with `unet.*` and
+    transformers-4.30 `text_encoder.text_model.*` keys), over the tiny SD it was built on."""
+    from tests.test_checkpoints import release_text_encoder_keys, save_release_checkpoint
+    from vidrd_model.pipeline import VidRDPipeline
+
+    model = VidRDPipeline.from_pretrained(inputs["model"])
+    path = tmp_path_factory.mktemp("release") / "ModelT2V.pth"
+    return save_release_checkpoint(path, model.unet.state_dict(), release_text_encoder_keys(model.text_encoder))
+
+
+def test_convert_release_writes_a_folder_that_loads_and_samples_as_the_release_does(inputs, release_checkpoint,
+                                                                                    tmp_path, capsys):
+    import numpy as np
+
+    from vidrd_model.pipeline import VidRDPipeline
+
+    code, stdout, err = run(capsys, "convert-release", release_checkpoint, "--base", inputs["base"], "--out",
+                            tmp_path / "converted")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "converted").iterdir()) == [
+        "model_index.json", "scheduler", "text_encoder", "tokenizer", "unet", "vae"]
+    assert not list((tmp_path / "converted").rglob("*.bin"))  # safetensors only
+    converted = VidRDPipeline.from_pretrained(tmp_path / "converted")
+    released = VidRDPipeline.from_release(str(inputs["base"]), str(release_checkpoint))
+    ours = VidRDPipeline.from_pretrained(inputs["model"])
+    assert all(torch.equal(v, ours.unet.state_dict()[k]) for k, v in converted.unet.state_dict().items())
+
+    def sample(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        return pipe("a red ball", num_frames=3, num_inference_steps=2, height=16, width=16, output_type="np",
+                    generator=torch.Generator().manual_seed(3)).frames
+
+    assert np.array_equal(sample(converted), sample(released))
+    line = one_line_error(*run(capsys, "convert-release", release_checkpoint, "--base", inputs["base"], "--out",
+                               tmp_path / "converted")[::2])
+    assert "exists; give a new folder" in line
+
+
+def test_generate_evaluates_the_release_checkpoint_directly_with_release_decoding(inputs, release_checkpoint,
+                                                                                 tmp_path, capsys):
+    from vidrd_io.fs import file_sha256
+
+    args = ["--ucf101", inputs["actions"], "--class-prompts", inputs["actions"] / "class_prompts.json", "-n", "1",
+            "--frames", "4", *FAST[:6], "--device", "cpu", "--no-progress"]
+    code, _, err = run(capsys, "generate", "--release", release_checkpoint, "--base", inputs["base"],
+                       "--release-decode", "--out", tmp_path / "release", *args)
+    assert code == 0, err
+    plan = json.loads((tmp_path / "release" / "plan.json").read_text())
+    assert plan["model"]["kind"] == "release" and plan["sampler"]["decode_per_frame"] is True
+    assert plan["model"]["sha256"] == {"ModelT2V.pth": file_sha256(release_checkpoint)}
+    record = json.loads((tmp_path / "release" / "00000_BalloonRise.json").read_text())
+    assert record["decode_per_frame"] is True and record["frames"] == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,7 +61,13 @@ def published_as_dicts() -> list[dict]:
 def is_standin_extractor(path: str | Path) -> bool:
     """Returns whether a TorchScript file is one of the demo's stand-in networks (its code lives in the
     `vidrd_demo` package, or in `vidrd_data/demo_models.py` for files written before the package existed), read
-    from the archive's file list so the file's code is not run."""
+    from the archive's file list so the file's code is not run; or whether a VideoMAE folder is the demo's (its
+    config.json says `vidrd_demo_standin`)."""
+    if Path(path).is_dir():
+        try:
+            return bool(json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("vidrd_demo_standin"))
+        except (OSError, ValueError, AttributeError):
+            return False
     try:
         with zipfile.ZipFile(path) as archive:
             return any("code/__torch__/vidrd_demo/" in name or name.endswith("code/__torch__/vidrd_data/demo_models.py")
