@@ -1,5 +1,5 @@
-"""`vidrd-eval`: FVD, IS and CLIPSIM of generated videos, and the UCF-101 zero-shot protocol. Argument parsing and
-printing only."""
+"""`vidrd-eval`: FVD, IS, CLIPSIM and cd-FVD of generated videos, the UCF-101 zero-shot protocol (our model or the
+released checkpoint), and the release's conversion to a model folder. Argument parsing and printing only."""
 
 from __future__ import annotations
 
