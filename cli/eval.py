@@ -398,15 +398,28 @@ def real_stats(
     settings = _settings(num_frames, resolution, pad_short=pad_short, batch_size=batch_size, device=device,
                          real_stride=real_stride, match_fps=match_fps, extractor=kind)
     ext = load_extractor(kind, network, settings.device)
-    stats = real_statistics(list_videos(real), ext, settings.as_dict(), cache_path=out_file, cache_dir=cache,
+    refs = list_videos(real)
+    stats = real_statistics(refs, ext, settings.as_dict(), cache_path=out_file, cache_dir=cache,
                             batch_size=settings.batch_size, progress=progress, overwrite=overwrite_real_stats)
-    out.print(f"{out_file}: statistics of {stats.count} real videos"
-              + (" (already up to date)" if stats.reused else ""), markup=False, highlight=False)
     _warn_failures([{"key": k, "reason": r} for k, r in stats.failed], stats.count, "real videos")
+    from vidrd_model.eval.receipt import CLIP_START, RESIZE_POLICY, keys_digest, make_receipt
+    from vidrd_model.provenance import software_versions
+
+    failed = {k for k, _ in stats.failed}
+    receipt = make_receipt(
+        metric="real-stats", extractor={"kind": kind, "sha256": ext.sha256},
+        real={"count": stats.count, "keys_sha256": keys_digest(r.key for r in refs if r.key not in failed),
+              "frames": settings.num_frames, "stride": settings.real_stride if settings.match_fps is None else
+              f"per video: round(fps / {settings.match_fps:g})", "matched_to_fps": settings.match_fps},
+        preprocess={"resize": RESIZE_POLICY, "size": settings.resolution, "start": CLIP_START,
+                    "pad_short": settings.pad_short},
+        versions=software_versions())
+    out.print(with_receipt(f"{out_file}: statistics of {stats.count} real videos"
+                           + (" (already up to date)" if stats.reused else ""), receipt), markup=False, highlight=False)
     _write_result(out_file.with_suffix(".json"), {
         "command": "real-stats", "real": str(real), "real_stats": str(out_file), "num_real": stats.count,
         "key": stats.key, "reused": stats.reused, "failed": [{"key": k, "reason": r} for k, r in stats.failed],
-        kind: {"path": str(ext.path), "sha256": ext.sha256}, "settings": stats.settings,
+        kind: {"path": str(ext.path), "sha256": ext.sha256}, "settings": stats.settings, "receipt": receipt,
     })
 
 

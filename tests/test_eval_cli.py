@@ -161,6 +161,7 @@ def test_fvd_is_and_real_stats_commands_write_results_json(protocol_run, inputs,
     assert code == 0, err
     stats = json.loads((tmp_path / "real.json").read_text())
     assert stats["num_real"] == 6 and stats["settings"]["resolution"] == 32
+    assert stats["receipt"]["real"]["matched_to_fps"] == 8.0 and stats["receipt"]["real"]["count"] == 6
     code, stdout, err = run(capsys, "fvd", generated, real, "--i3d", inputs["i3d"], "--real-stats",
                             tmp_path / "real.npz", "--cache", tmp_path / "cache", "--resolution", "32",
                             "--out", tmp_path / "fvd.json", "--no-progress")
