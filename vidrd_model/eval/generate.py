@@ -20,8 +20,9 @@ alternative, flagged in the table.)
 
 Sampler defaults follow the release's evaluator (anonymous0x233/ReuseAndDiffuse@3976e94, configs/example.yaml and
 model/model.py `SDVideoModelEvaluator`): 50 DDIM steps (η = 0), guidance 10, negative prompt "watermark", seed 42,
-M = 4, β = 4, g = 0.4. What the release does not say (its evaluator writes GIFs and scores CLIPSIM only; no UCF-101
-script is public): the number of frames and the frame rate of the paper's UCF-101 videos. We write 8 fps, the rate
+M = 4, β = 4, g = 0.4. That evaluator makes one 8-frame clip per prompt (`num_generated_clips: 1`, its pipeline's
+default `num_frames=8`), too short for I3D / C3D. What the release does not say (its evaluator writes GIFs and scores
+CLIPSIM only; no UCF-101 script is public): the number of frames and the frame rate of the paper's UCF-101 videos. We write 8 fps, the rate
 our trainer samples clips at (`sample_fps`), and match the real clips to it.
 """
 
