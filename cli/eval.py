@@ -487,6 +487,29 @@ def convert_release(
     out.print(f"wrote {out_dir} (from {checkpoint} over {base})", markup=False, highlight=False)
 
 
+@app.command("convert-videomae")
+def convert_videomae(
+    checkpoint: Path = typer.Argument(..., help="VideoMAE-v2's fine-tuned checkpoint, e.g. cd-FVD's vit_g_hybrid_pt_1200e_ssv2_ft.pth."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="The transformers folder to write (must not exist); --cd-fvd reads it."),
+    heads: int = typer.Option(16, "--heads", help="Attention heads (not in the weights' shapes; ViT-g: 16)."),
+    image_size: int = typer.Option(224, "--image-size", help="Input size the model was trained at."),
+    num_frames: int = typer.Option(16, "--num-frames", help="Frames per clip the model was trained on."),
+) -> None:
+    """Convert a VideoMAE-v2 checkpoint (cd-FVD's network) to a transformers VideoMAEForVideoClassification folder."""
+    if not checkpoint.is_file():
+        raise UsageProblem(f"CHECKPOINT {checkpoint}: no such file")
+    if out_dir.exists():
+        raise UsageProblem(f"--out {out_dir} exists; give a new folder")
+    for name, value in (("--heads", heads), ("--image-size", image_size), ("--num-frames", num_frames)):
+        if value < 1:
+            raise UsageProblem(f"{name} must be ≥ 1, got {value}")
+    from vidrd_model.eval.videomae_convert import convert_checkpoint
+
+    _quiet_libraries()
+    convert_checkpoint(checkpoint, out_dir, heads, image_size, num_frames)
+    out.print(f"wrote {out_dir} (from {checkpoint})", markup=False, highlight=False)
+
+
 @app.command("ucf101")
 def ucf101_protocol(
     ucf101: Path = UCF101Opt,
