@@ -33,8 +33,8 @@ demo: $(STAMP)
 	rm -rf $(DEMO_DIR)/eval  # the model was retrained: its videos must not resume an older model's
 	$(VENV)/bin/vidrd-eval ucf101 --model $(DEMO_DIR)/train/model --ucf101 $(DEMO_DIR)/actions \
 		--class-prompts $(DEMO_DIR)/actions/class_prompts.json --i3d $(DEMO_DIR)/models/extractors/i3d_torchscript.pt \
-		--c3d $(DEMO_DIR)/models/extractors/c3d_ucf101.pt -n 6 --steps 5 --resolution 64 --is-splits 2 \
-		--out $(DEMO_DIR)/eval --no-progress
+		--c3d $(DEMO_DIR)/models/extractors/c3d_ucf101.pt --cd-fvd $(DEMO_DIR)/models/videomae \
+		-n 6 --steps 5 --resolution 64 --is-splits 2 --out $(DEMO_DIR)/eval --no-progress
 	$(VENV)/bin/vidrd-eval clipsim $(DEMO_DIR)/eval/videos --clip-config $(DEMO_DIR)/models/open_clip/vidrd-tiny-ViT-16.json \
 		--clip-checkpoint $(DEMO_DIR)/models/open_clip/open_clip_pytorch_model.bin -o $(DEMO_DIR)/eval/clipsim.json --no-progress
 

@@ -20,14 +20,17 @@ def inputs(tmp_path_factory):
     from tests.tiny_sd import perturb_temporal_layers_, tiny_stable_diffusion
     from vidrd_demo.corpus import write_actions
     from vidrd_demo.models.extractors import write_standin_extractors
+    from vidrd_demo.models.videomae import write_tiny_videomae
     from vidrd_model.pipeline import VidRDPipeline
 
     root = tmp_path_factory.mktemp("eval_inputs")
-    pipe = VidRDPipeline.from_stable_diffusion(str(tiny_stable_diffusion(tmp_path_factory)))
+    base = tiny_stable_diffusion(tmp_path_factory)
+    pipe = VidRDPipeline.from_stable_diffusion(str(base))
     perturb_temporal_layers_(pipe.unet, seed=1)
     pipe.save_pretrained(root / "model")
     extractors = write_standin_extractors(root / "extractors")
-    return {"model": root / "model", "actions": write_actions(root / "actions"), **extractors}
+    return {"model": root / "model", "base": base, "actions": write_actions(root / "actions"),
+            "videomae": write_tiny_videomae(root / "videomae"), **extractors}
 
 
 def protocol_args(inputs, out, *extra):
@@ -37,9 +40,10 @@ def protocol_args(inputs, out, *extra):
 
 @pytest.fixture(scope="module")
 def protocol_run(inputs, tmp_path_factory):
-    """`vidrd-eval ucf101` generating 6 videos (2 per class) and measuring them, run once for the module."""
+    """`vidrd-eval ucf101` generating 6 videos (2 per class) and measuring them (cd-FVD too), run once."""
     out = tmp_path_factory.mktemp("ucf101_run")
-    assert main([str(a) for a in protocol_args(inputs, out, "--model", inputs["model"], "-n", "6")]) == 0
+    assert main([str(a) for a in protocol_args(inputs, out, "--model", inputs["model"], "-n", "6",
+                                               "--cd-fvd", inputs["videomae"])]) == 0
     return out
 
 
@@ -51,38 +55,60 @@ def one_line_error(code, err):
     return assert_one_line_error(code, err, "vidrd-eval")
 
 
-def test_ucf101_writes_results_json_with_every_setting_and_a_flagged_table(protocol_run, inputs):
+def test_ucf101_writes_results_json_with_every_setting_a_receipt_and_a_flagged_table(protocol_run, inputs):
     from vidrd_io.video import probe
+    from vidrd_model.eval.receipt import verify
+    from vidrd_model.eval.report import is_standin_extractor
 
     videos = sorted(p.name for p in (protocol_run / "videos").glob("*.mp4"))
     assert videos == ["00000_BalloonRise.mp4", "00001_BalloonRise.mp4", "00002_PendulumSwing.mp4",
                       "00003_PendulumSwing.mp4", "00004_SquareSpin.mp4", "00005_SquareSpin.mp4"]
-    assert probe(protocol_run / "videos" / videos[0]).num_frames == 16  # 8 + 4 + 4 with --overlap drop
+    assert probe(protocol_run / "videos" / videos[0]).num_frames == 16  # one 16-frame clip by default
     result = json.loads((protocol_run / "results.json").read_text())
     assert result["protocol"]["num_videos"] == 6 and result["protocol"]["num_real_listed"] == 6
     assert result["protocol"]["used"] == {"fvd_generated": 6, "fvd_real": 6, "is_generated": 6}
     assert result["protocol"]["real_split"] == "trainlist01" and result["warnings"] == []
-    assert result["generation"]["crf"] == 10 and result["settings"]["real_stride"] == 1
+    assert result["generation"]["crf"] == 10 and result["settings"]["match_fps"] == 8.0  # real clips fps-matched
     generation = result["generation"]
     assert generation["allocation"] == {"BalloonRise": 2, "PendulumSwing": 2, "SquareSpin": 2}
     assert generation["seed"] == 42 and generation["prompts"]["SquareSpin"] == "a yellow square spinning in place"
     assert {k: generation["sampler"][k] for k in ("num_clips", "num_frames", "overlap_frames", "overlap",
                                                   "num_inference_steps", "guidance_scale", "fps", "height",
-                                                  "frames_per_video")} == {
-        "num_clips": 3, "num_frames": 8, "overlap_frames": 4, "overlap": "drop", "num_inference_steps": 2,
-        "guidance_scale": 7.5, "fps": 8.0, "height": 16, "frames_per_video": 16}
+                                                  "frames_per_video", "negative_prompt")} == {
+        "num_clips": 1, "num_frames": 16, "overlap_frames": 4, "overlap": "keep", "num_inference_steps": 2,
+        "guidance_scale": 10.0, "fps": 8.0, "height": 16, "frames_per_video": 16, "negative_prompt": "watermark"}
     assert len(generation["model"]["sha256"]["unet/diffusion_pytorch_model.safetensors"]) == 64
     assert result["settings"]["num_frames"] == 16 and result["settings"]["resolution"] == 32
     assert result["extractors"]["i3d"]["sha256"] == result["fvd"]["i3d"]["sha256"] and len(
         result["extractors"]["c3d"]["sha256"]) == 64
     assert result["standin_extractors"] is True
+    assert is_standin_extractor(inputs["videomae"]) and not is_standin_extractor(inputs["actions"])
     assert result["is"]["splits"] == 2
     assert result["fvd"]["fvd"] == pytest.approx(_fvd_from_scratch(protocol_run, inputs["i3d"]), rel=1e-6)
     assert {"torch", "diffusers", "numpy", "scipy"} <= result["versions"].keys()
     assert {r["method"]: (r["fvd"], r["inception_score"]) for r in result["published"]}["VidRD"] == (363.19, 39.37)
+    for receipt in (result["receipt"], result["fvd"]["receipt"], result["is"]["receipt"]):
+        assert verify(receipt) and len(receipt["id"]) == 12
+    fvd_receipt = result["fvd"]["receipt"]
+    assert fvd_receipt["generated"]["fps"] == 8.0 and fvd_receipt["generated"]["frames"] == 16
+    assert fvd_receipt["real"]["matched_to_fps"] == 8.0 and fvd_receipt["real"]["count"] == 6
+    assert fvd_receipt["extractor"]["sha256"] == result["extractors"]["i3d"]["sha256"]
+    assert fvd_receipt["context"]["seed"] == 42 and fvd_receipt["context"]["real_split"] == "trainlist01"
+    assert fvd_receipt["context"]["sampler"]["guidance_scale"] == 10.0 and "torch" in fvd_receipt["versions"]
+    assert result["receipt"]["fvd"] == fvd_receipt["sha256"]
+    cd_fvd = result["cd_fvd"]
+    assert cd_fvd["fvd"] > 0 and cd_fvd["receipt"]["metric"] == "cd-fvd" and cd_fvd["num_real"] == 6
+    assert result["receipt"]["cd_fvd"] == cd_fvd["receipt"]["sha256"]
+    # what differs from the paper's protocol is said in the row: the test's fast settings, and only those
+    assert result["deviations"] == ["2 DDIM steps (release: 50)", "16×16 px (release: 256²)",
+                                    "N = 6 (usual: 10,000)", "stand-in extractors"]
     table = (protocol_run / "results.md").read_text()
-    assert "| VidRD | 363.19 | 39.37 |" in table and "| PYoCo | 355.19 | 47.76 |" in table
+    assert "| VidRD | 363.19 | 39.37 | its paper's | — |" in table and "| PYoCo | 355.19 | 47.76 |" in table
+    assert "| CogVideo (English) | 701.59 | 25.27 | its paper's; measured by Singer et al. 2022 | — |" in table
+    assert f"differs²: 2 DDIM steps (release: 50); 16×16 px (release: 256²); N = 6 (usual: 10,000); stand-in " \
+           f"extractors | {result['receipt']['id']} |" in table
     assert "STAND-IN EXTRACTORS: NUMBERS NOT COMPARABLE" in table
+    assert f"cd-FVD (VideoMAE {cd_fvd['videomae']['sha256'][:12]}) {cd_fvd['fvd']:.2f}" in table
     assert "N = 6 planned; FVD on 6 generated vs 6 real (trainlist01); IS on 6 generated" in table
     assert result["extractors"]["i3d"]["sha256"][:12] in table and "H.264 CRF 10" in table
 
@@ -122,7 +148,9 @@ def test_report_prints_the_published_rows_and_one_row_per_results_file(protocol_
                             "--out", tmp_path / "new" / "table.md")
     assert code == 0, err
     assert stdout.count("STAND-IN EXTRACTORS") == 2 and "| Make-A-Video | 367.23 | 33.00 |" in stdout
-    assert "| CogVideo | 701.59 | 25.27 |" in stdout and "| Video LDM | 550.61 | 33.45 |" in stdout
+    assert "| CogVideo (English) | 701.59 | 25.27 |" in stdout and "| Video LDM | 550.61 | 33.45 |" in stdout
+    row_receipt = json.loads((protocol_run / "results.json").read_text())["receipt"]["id"]
+    assert stdout.count(f"| {row_receipt} |") == 2 and "Report receipt " in stdout
     assert (tmp_path / "new" / "table.md").read_text() == stdout
 
 
@@ -133,12 +161,16 @@ def test_fvd_is_and_real_stats_commands_write_results_json(protocol_run, inputs,
     assert code == 0, err
     stats = json.loads((tmp_path / "real.json").read_text())
     assert stats["num_real"] == 6 and stats["settings"]["resolution"] == 32
+    assert stats["receipt"]["real"]["matched_to_fps"] == 8.0 and stats["receipt"]["real"]["count"] == 6
     code, stdout, err = run(capsys, "fvd", generated, real, "--i3d", inputs["i3d"], "--real-stats",
                             tmp_path / "real.npz", "--cache", tmp_path / "cache", "--resolution", "32",
                             "--out", tmp_path / "fvd.json", "--no-progress")
     assert code == 0, err
     fvd = json.loads((tmp_path / "fvd.json").read_text())
-    assert fvd["real_stats_reused"] is True and fvd["num_generated"] == 6 and f"FVD {fvd['fvd']:.2f}" in stdout
+    assert fvd["real_stats_reused"] is True and fvd["num_generated"] == 6
+    assert f"FVD {fvd['fvd']:.2f}  (6 generated vs 6 real)  [receipt {fvd['receipt']['id']}]" in stdout
+    assert fvd["receipt"]["real"]["matched_to_fps"] == 8.0  # auto: the generated videos' own rate
+    assert fvd["receipt"]["context"]["generation"]["seed"] == 42  # read from the folder's plan.json
     assert fvd["command"] == "fvd" and fvd["generated"] == str(generated) and "versions" in fvd
     # the same videos and real clips (the actions folder is train split 1) as the protocol run: the same FVD
     protocol = json.loads((protocol_run / "results.json").read_text())
@@ -148,12 +180,14 @@ def test_fvd_is_and_real_stats_commands_write_results_json(protocol_run, inputs,
     assert code == 0, err
     inception = json.loads((tmp_path / "is.json").read_text())
     assert inception["splits"] == 2 and inception["num_generated"] == 6
+    assert f"[receipt {inception['receipt']['id']}]" in stdout
     assert (inception["is_mean"], inception["is_std"]) == pytest.approx(
         (protocol["is"]["is_mean"], protocol["is"]["is_std"]), rel=1e-6)
 
 
 def test_clipsim_scores_generated_videos_against_the_prompts_in_their_json(protocol_run, tmp_path, capsys):
     from vidrd_demo.models.open_clip import write_tiny_open_clip
+    from vidrd_io.fs import file_sha256
 
     clip = write_tiny_open_clip(tmp_path / "clip")
     code, stdout, err = run(capsys, "clipsim", protocol_run / "videos", "--clip-config", clip.config_path,
@@ -162,6 +196,8 @@ def test_clipsim_scores_generated_videos_against_the_prompts_in_their_json(proto
     assert code == 0, err
     result = json.loads((tmp_path / "clipsim.json").read_text())
     assert result["videos"] == 6 and result["convention"] == "raw" and -1 <= result["clipsim"] <= 1
+    assert f"[receipt {result['receipt']['id']}]" in stdout
+    assert result["receipt"]["clip"]["checkpoint_sha256"] == file_sha256(clip.checkpoint_path)
 
 
 def test_generate_command_writes_a_plan_and_refuses_other_settings_in_the_same_folder(inputs, tmp_path, capsys):
@@ -174,7 +210,7 @@ def test_generate_command_writes_a_plan_and_refuses_other_settings_in_the_same_f
     assert plan["num_videos"] == 1 and plan["allocation"] == {"BalloonRise": 1, "PendulumSwing": 0, "SquareSpin": 0}
     assert (tmp_path / "00000_BalloonRise.mp4").is_file()
     line = one_line_error(*run(capsys, *args, "--guidance", "5")[::2])
-    assert "plan.json was written for other settings (sampler.guidance_scale 7.5 -> 5.0)" in line
+    assert "plan.json was written for other settings (sampler.guidance_scale 10.0 -> 5.0)" in line
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -186,7 +222,19 @@ def test_generate_command_writes_a_plan_and_refuses_other_settings_in_the_same_f
     (["clipsim", "{gen}", "--clip-model", "ViT-B-32"], "pass either --clip-model NAME --clip-pretrained TAG"),
     (["clipsim", "{gen}", "--clip-config", "{tmp}/c.json", "--clip-checkpoint", "{tmp}/c.pt"], "no such file"),
     (["ucf101", "--ucf101", "{real}", "--out", "{tmp}/o", "--i3d", "{i3d}", "--c3d", "{c3d}"],
-     "pass --model DIR to generate the videos, or --videos DIR"),
+     "pass --model DIR or --release CKPT --base SD to generate the videos, or --videos DIR"),
+    (["ucf101", "--ucf101", "{real}", "--out", "{tmp}/o", "--model", "{model}", "--release", "{tmp}/text.pt",
+      "--base", "{tmp}", "--i3d", "{i3d}", "--c3d", "{c3d}"], "pass either --model DIR or --release CKPT"),
+    (["generate", "--release", "{tmp}/text.pt", "--ucf101", "{real}", "--out", "{tmp}/o"],
+     "--release needs --base"),
+    (["generate", "--release", "{tmp}/none.pth", "--base", "{tmp}", "--ucf101", "{real}", "--out", "{tmp}/o"],
+     "--release {tmp}/none.pth: no such file"),
+    (["generate", "--model", "{model}", "--base", "{tmp}", "--ucf101", "{real}", "--out", "{tmp}/o"],
+     "--base and --release-vae go with --release CKPT"),
+    (["convert-release", "{tmp}/text.pt", "--base", "{tmp}", "--out", "{tmp}"], "--out {tmp} exists"),
+    (["fvd", "{gen}", "{real}", "--cd-fvd", "{tmp}"], "--cd-fvd {tmp}: not a VideoMAE folder"),
+    (["fvd", "{gen}", "{real}", "--cd-fvd", "{tmp}/none"], "cd-FVD needs the VIDEOMAE network"),
+    (["fvd", "{gen}", "{real}", "--i3d", "{i3d}", "--cd-fvd", "{tmp}"], "either --i3d (FVD) or --cd-fvd"),
     (["ucf101", "--ucf101", "{real}", "--out", "{tmp}/o", "--model", "{model}", "--c3d", "{c3d}"], "--i3d PATH"),
     (["ucf101", "--ucf101", "{real}", "--out", "{tmp}/o", "--videos", "{tmp}", "--i3d", "{i3d}", "--c3d", "{c3d}"],
      "no plan.json"),
@@ -216,7 +264,8 @@ def test_generate_command_writes_a_plan_and_refuses_other_settings_in_the_same_f
     (["real-stats", "{real}", "--i3d", "{i3d}", "-o", "{tmp}/real.json"], "must end in .npz"),
     (["fvd", "{gen}", "{real}", "--i3d", "{i3d}", "--real-stats", "{tmp}/real"], "must end in .npz"),
     (["fvd", "{gen}", "{real}", "--i3d", "{i3d}", "--stride", "0"], "--stride must be ≥ 1"),
-    (["fvd", "{gen}", "{real}", "--i3d", "{i3d}", "--real-stride", "0"], "--real-stride must be ≥ 1"),
+    (["fvd", "{gen}", "{real}", "--i3d", "{i3d}", "--real-stride", "0"], "--real-stride must be auto or a whole"),
+    (["fvd", "{gen}", "{real}", "--i3d", "{i3d}", "--real-stride", "fast"], "--real-stride must be auto or a whole"),
 ])
 def test_bad_input_is_one_line_and_exit_status_2(protocol_run, inputs, tmp_path, capsys, argv, needle):
     values = {"gen": protocol_run / "videos", "real": inputs["actions"], "i3d": inputs["i3d"], "c3d": inputs["c3d"],
@@ -239,7 +288,7 @@ def test_a_real_stats_file_of_other_settings_is_refused_before_any_work_and_left
     # ucf101 refuses it before generating anything
     line = one_line_error(*run(capsys, *protocol_args(inputs, tmp_path / "out", "--model", inputs["model"], "-n", "3",
                                                       "--real-stats", stats, "--real-stride", "2"))[::2])
-    assert "(real_stride 1 -> 2)" in line and not (tmp_path / "out" / "videos").exists()
+    assert "real_stride 1 -> 2" in line and not (tmp_path / "out" / "videos").exists()
     assert stats.read_bytes() == before
 
 
@@ -283,3 +332,59 @@ def test_ucf101_with_other_networks_and_an_unreadable_video_is_not_flagged_and_s
     assert STANDIN_WARNING not in table.lower() and "stand-in" not in table.lower()
     assert "N = 6 planned; FVD on 5 generated vs 6 real (trainlist01); IS on 5 generated" in table
     assert "> **Warning — ours" in table and "1 of 6 generated videos could not be read" in table
+
+
+@pytest.fixture(scope="module")
+def release_checkpoint(inputs, tmp_path_factory):
+    """The tiny model saved as the release saves ModelT2V.pth (a Lightning checkpoint with `unet.*` and
+    transformers-4.30 `text_encoder.text_model.*` keys), over the tiny SD it was built on."""
+    from tests.test_checkpoints import release_text_encoder_keys, save_release_checkpoint
+    from vidrd_model.pipeline import VidRDPipeline
+
+    model = VidRDPipeline.from_pretrained(inputs["model"])
+    path = tmp_path_factory.mktemp("release") / "ModelT2V.pth"
+    return save_release_checkpoint(path, model.unet.state_dict(), release_text_encoder_keys(model.text_encoder))
+
+
+def test_convert_release_writes_a_folder_that_loads_and_samples_as_the_release_does(inputs, release_checkpoint,
+                                                                                    tmp_path, capsys):
+    import numpy as np
+
+    from vidrd_model.pipeline import VidRDPipeline
+
+    code, stdout, err = run(capsys, "convert-release", release_checkpoint, "--base", inputs["base"], "--out",
+                            tmp_path / "converted")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "converted").iterdir()) == [
+        "model_index.json", "scheduler", "text_encoder", "tokenizer", "unet", "vae"]
+    assert not list((tmp_path / "converted").rglob("*.bin"))  # safetensors only
+    converted = VidRDPipeline.from_pretrained(tmp_path / "converted")
+    released = VidRDPipeline.from_release(str(inputs["base"]), str(release_checkpoint))
+    ours = VidRDPipeline.from_pretrained(inputs["model"])
+    assert all(torch.equal(v, ours.unet.state_dict()[k]) for k, v in converted.unet.state_dict().items())
+
+    def sample(pipe):
+        pipe.set_progress_bar_config(disable=True)
+        return pipe("a red ball", num_frames=3, num_inference_steps=2, height=16, width=16, output_type="np",
+                    generator=torch.Generator().manual_seed(3)).frames
+
+    assert np.array_equal(sample(converted), sample(released))
+    line = one_line_error(*run(capsys, "convert-release", release_checkpoint, "--base", inputs["base"], "--out",
+                               tmp_path / "converted")[::2])
+    assert "exists; give a new folder" in line
+
+
+def test_generate_evaluates_the_release_checkpoint_directly_with_release_decoding(inputs, release_checkpoint,
+                                                                                 tmp_path, capsys):
+    from vidrd_io.fs import file_sha256
+
+    args = ["--ucf101", inputs["actions"], "--class-prompts", inputs["actions"] / "class_prompts.json", "-n", "1",
+            "--frames", "4", *FAST[:6], "--device", "cpu", "--no-progress"]
+    code, _, err = run(capsys, "generate", "--release", release_checkpoint, "--base", inputs["base"],
+                       "--release-decode", "--out", tmp_path / "release", *args)
+    assert code == 0, err
+    plan = json.loads((tmp_path / "release" / "plan.json").read_text())
+    assert plan["model"]["kind"] == "release" and plan["sampler"]["decode_per_frame"] is True
+    assert plan["model"]["sha256"] == {"ModelT2V.pth": file_sha256(release_checkpoint)}
+    record = json.loads((tmp_path / "release" / "00000_BalloonRise.json").read_text())
+    assert record["decode_per_frame"] is True and record["frames"] == 4

@@ -230,6 +230,18 @@ def test_load_clip_resizes_crops_strides_and_pads(tmp_path):
     assert np.array_equal(late[0], again[4])
 
 
+def test_load_clip_matching_a_frame_rate_takes_each_videos_own_stride(tmp_path):
+    from vidrd_model.eval.videos import fps_stride
+
+    assert (fps_stride(25, 8), fps_stride(29.97, 8), fps_stride(8, 8), fps_stride(4, 8), fps_stride(24, 8)) == (
+        3, 4, 1, 1, 3)
+    _video(tmp_path / "v24.mp4", seed=0, num_frames=24, size=(40, 48), fps=24)
+    ref = VideoRef("v", str(tmp_path / "v24.mp4"))
+    every = load_clip(ref, num_frames=24, size=20)
+    matched = load_clip(ref, num_frames=8, size=20, match_fps=8)  # 24 fps → every 3rd frame
+    assert np.array_equal(matched, every[0:24:3])
+
+
 # ---------------------------------------------------------------- cached, resumable extraction
 
 
@@ -390,14 +402,47 @@ def test_compute_fvd_is_zero_against_itself_and_reports_a_corrupt_video(extracto
     assert again["real_stats_reused"] is True and again["fvd"] == result["fvd"]
 
 
-def test_compute_is_of_generated_videos(extractors, video_sets, tmp_path):
+def _independent_fvd(first: np.ndarray, second: np.ndarray) -> float:
+    """FVD written out apart from fvd.py: numpy moments (covariance divided by N), and Tr √(Σ₁Σ₂) as the sum of the
+    square roots of Σ₁Σ₂'s eigenvalues (real and ≥ 0 for a product of covariances), no scipy.linalg.sqrtm."""
+    mu1, mu2 = first.mean(axis=0), second.mean(axis=0)
+    c1 = (first - mu1).T @ (first - mu1) / len(first)
+    c2 = (second - mu2).T @ (second - mu2) / len(second)
+    eigenvalues = np.linalg.eigvals(c1 @ c2)
+    root_trace = np.sqrt(np.clip(eigenvalues.real, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * root_trace)
+
+
+def test_compute_fvd_equals_an_independent_numpy_computation_on_the_same_clips(extractors, video_sets):
+    settings = EvalSettings(num_frames=8, resolution=32, batch_size=3)
+    result = compute_fvd(video_sets / "generated", video_sets / "real", extractors["i3d"], settings, progress=False)
+    ext = load_extractor("i3d", extractors["i3d"])
+
+    def features(folder):
+        return i3d_features(ext, np.stack([load_clip(r, 8, 32) for r in list_videos(folder)]))
+
+    expected = _independent_fvd(features(video_sets / "generated"), features(video_sets / "real"))
+    assert result["fvd"] == pytest.approx(expected, rel=1e-5) and expected > 0.01
+
+
+def test_compute_is_equals_a_hand_computed_score_of_the_c3d_probabilities(extractors, video_sets, tmp_path):
+    """One split of the 4 videos, not shuffled: exp(mean_x KL(p(y|x) ‖ p(y))) written out with numpy logs."""
     short_video = tmp_path / "short.mp4"
     _video(short_video, seed=7, num_frames=10)
-    settings = EvalSettings(is_splits=2, batch_size=4)
+    settings = EvalSettings(is_splits=1, is_shuffle_seed=None, batch_size=4)
     result = compute_is(video_sets / "generated", extractors["c3d"], settings, progress=False)
-    assert result["num_generated"] == 4 and result["splits"] == 2
-    assert 1.0 <= result["is_mean"] <= 2.0 and result["is_std"] >= 0.0  # at most 2 videos per split
+    clips = np.stack([load_clip(r, 16, 112) for r in list_videos(video_sets / "generated")])
+    with torch.no_grad():
+        p = load_extractor("c3d", extractors["c3d"]).module(torch.from_numpy(clips).permute(0, 4, 1, 2, 3)).double()
+    p = p.numpy()
+    marginal = p.mean(axis=0)
+    mean_kl = np.mean([np.sum(row * (np.log(row) - np.log(marginal))) for row in p])
+    assert result["num_generated"] == 4 and result["splits"] == 1
+    # compared as log IS (the mean KL): the stand-in's IS is near 1, so its distance from 1 is what must agree
+    assert math.log(result["is_mean"]) == pytest.approx(mean_kl, rel=1e-5) and mean_kl > 1e-3
+    assert result["is_std"] == 0.0
     assert result["settings"]["num_frames"] == 16 and result["settings"]["resolution"] == 112
+    settings = EvalSettings(is_splits=2, batch_size=4)
     short = list_videos(video_sets / "generated")[:1] + [VideoRef("short.mp4", str(short_video))]
     with pytest.raises(ValueError, match=r"only 1 of 2 generated videos could be read, need 2; first failure: short"):
         compute_is(short, extractors["c3d"], settings, progress=False)

@@ -178,7 +178,8 @@ def tiny_pipe(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
-FAST = gen.SamplerSettings(num_clips=2, num_frames=4, overlap_frames=2, num_inference_steps=2, height=16, width=16)
+FAST = gen.SamplerSettings(num_clips=2, num_frames=4, overlap_frames=2, overlap="drop", num_inference_steps=2, height=16,
+                          width=16)
 
 
 def test_generation_resumes_skipping_videos_whose_mp4_and_json_exist(tiny_pipe, tmp_path):

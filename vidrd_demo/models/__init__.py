@@ -8,7 +8,8 @@ networks get TorchScript stand-ins with the published files' call signatures. To
 built offline: CLIP's from the BPE vocabulary that open_clip ships in its wheel, OPT's and LLaMA's trained on a small
 fixed corpus.
 
-One module per model family: blip2, open_clip, minigpt4, stable_diffusion, extractors (the I3D/C3D stand-ins);
+One module per model family: blip2, open_clip, minigpt4, stable_diffusion, extractors (the I3D/C3D stand-ins),
+videomae (cd-FVD's network);
 weights.py holds the seeded weight rule they share, tokenizer_files.py the tokenizer builders. The heavy libraries
 (transformers, diffusers, open_clip) are imported inside each writer so that importing the package stays cheap for
 the CLI.
@@ -23,6 +24,7 @@ from vidrd_demo.models.extractors import write_standin_extractors
 from vidrd_demo.models.minigpt4 import write_tiny_minigpt4
 from vidrd_demo.models.open_clip import write_tiny_open_clip
 from vidrd_demo.models.stable_diffusion import write_tiny_stable_diffusion
+from vidrd_demo.models.videomae import write_tiny_videomae
 
 
 def write_tiny_models(out_dir: str | Path) -> dict[str, Path]:
@@ -36,6 +38,7 @@ def write_tiny_models(out_dir: str | Path) -> dict[str, Path]:
     minigpt4 = write_tiny_minigpt4(out_dir / "minigpt4")
     stable_diffusion = write_tiny_stable_diffusion(out_dir / "stable_diffusion")
     extractors = write_standin_extractors(out_dir / "extractors")
+    videomae = write_tiny_videomae(out_dir / "videomae")
     return {
         "blip2": blip2,
         "open_clip_config": open_clip.config_path,
@@ -47,4 +50,5 @@ def write_tiny_models(out_dir: str | Path) -> dict[str, Path]:
         "stable_diffusion": stable_diffusion,
         "i3d": extractors["i3d"],
         "c3d": extractors["c3d"],
+        "videomae": videomae,
     }

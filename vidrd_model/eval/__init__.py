@@ -1,5 +1,6 @@
 """Evaluation metrics of the VidRD paper: FVD (I3D), IS (C3D on UCF-101) and CLIPSIM (CLIP), computed as
-stylegan-v and VidRD compute them, with cached and resumable feature extraction.
+stylegan-v and VidRD compute them, and content-debiased FVD (VideoMAE, Ge et al. 2024), with cached and resumable
+feature extraction; every result carries a receipt (receipt.py).
 
 The feature networks are TorchScript files that `torch.jit.load` runs as code: load only trusted files.
 """

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import linalg
 
-from vidrd_model.eval.extractors import Extractor, i3d_features
+from vidrd_model.eval.extractors import Extractor, fvd_features
 from vidrd_model.eval.features import UNREADABLE_NPZ, decode_then_run, error_reason, extract, save_npz_atomic
 from vidrd_model.eval.videos import VideoRef, inputs_digest, load_clip
 
@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 # The settings that change I3D features; the others (splits, CLIP convention, batch size) must not void a cache.
 # The real side has its own frame stride (`real_stride`, e.g. to bring 25 fps UCF-101 near generated 8 fps).
+# `match_fps` (set: each real video's stride is round(its fps / match_fps)) replaces `real_stride` when set.
 CLIP_SETTINGS = ("num_frames", "resolution", "stride", "pad_short")
-REAL_CLIP_SETTINGS = ("num_frames", "resolution", "real_stride", "pad_short")
+REAL_CLIP_SETTINGS = ("num_frames", "resolution", "real_stride", "pad_short", "match_fps")
 
 
 class StatisticsMismatch(ValueError):
@@ -111,27 +112,30 @@ class Statistics:
 def clip_settings(settings: dict, real: bool = False) -> dict:
     """Return the subset of `settings` that decides what each clip looks like: CLIP_SETTINGS, or for the real
     videos REAL_CLIP_SETTINGS (`real_stride` 1 when absent)."""
-    if real:
-        return {"real_stride": 1, **{name: settings[name] for name in REAL_CLIP_SETTINGS if name in settings}}
+    if real:  # match_fps only when set, so statistics saved before it existed keep their key
+        return {"real_stride": 1, **{name: settings[name] for name in REAL_CLIP_SETTINGS
+                                     if settings.get(name) is not None}}
     return {name: settings[name] for name in CLIP_SETTINGS if name in settings}
 
 
-def i3d_feature_fn(ext: Extractor, settings: dict, real: bool = False):
-    """Return fn(refs) for `extract`: I3D features of the clips `load_clip` cuts with `settings` (every
+def feature_fn(ext: Extractor, settings: dict, real: bool = False):
+    """Return fn(refs) for `extract`: FVD features (I3D, or VideoMAE for cd-FVD) of the clips `load_clip` cuts with `settings` (every
     `real_stride`-th frame for the real videos, every `stride`-th for the others), each video decoded alone and the
     network run once per chunk (`decode_then_run`)."""
     stride = settings.get("real_stride", 1) if real else settings.get("stride", 1)
+    match_fps = settings.get("match_fps") if real else None
 
     def load(ref: VideoRef) -> np.ndarray:
         return load_clip(ref, settings["num_frames"], settings["resolution"], stride,
-                         pad=settings.get("pad_short", False))
+                         pad=settings.get("pad_short", False), match_fps=match_fps)
 
-    return decode_then_run(load, lambda clips: i3d_features(ext, clips))
+    return decode_then_run(load, lambda clips: fvd_features(ext, clips))
 
 
-def i3d_settings(ext: Extractor, settings: dict, real: bool = False) -> dict:
-    """Return what I3D features depend on: the (real or generated side's) clip settings and the network's sha256."""
-    return {**clip_settings(settings, real), "i3d_sha256": ext.sha256}
+def feature_settings(ext: Extractor, settings: dict, real: bool = False) -> dict:
+    """Return what the features depend on: the (real or generated side's) clip settings and the network's sha256
+    (under "i3d_sha256" or "videomae_sha256")."""
+    return {**clip_settings(settings, real), f"{ext.kind}_sha256": ext.sha256}
 
 
 def _mismatch(cached: Statistics, used: dict, inputs: str) -> str:
@@ -177,11 +181,11 @@ def _reusable(path: str | Path | None, used: dict, inputs: str, overwrite: bool)
     return None
 
 
-def check_real_statistics(path: str | Path | None, refs: list[VideoRef], i3d_sha256: str, settings: dict,
-                          overwrite: bool = False) -> bool:
+def check_real_statistics(path: str | Path | None, refs: list[VideoRef], extractor_sha256: str, settings: dict,
+                          overwrite: bool = False, kind: str = "i3d") -> bool:
     """Return whether `path` holds reusable statistics of `refs`; raise StatisticsMismatch as `real_statistics`
     would, without loading the network: lets a command refuse before hours of generation."""
-    used = {**clip_settings(settings, real=True), "i3d_sha256": i3d_sha256}
+    used = {**clip_settings(settings, real=True), f"{kind}_sha256": extractor_sha256}
     return _reusable(path, used, inputs_digest(refs), overwrite) is not None
 
 
@@ -196,7 +200,7 @@ def real_statistics(
     progress: bool = True,
     overwrite: bool = False,
 ) -> Statistics:
-    """Return (μ, Σ) of the real videos' I3D features, reused from `cache_path` when its key matches, else computed
+    """Return (μ, Σ) of the real videos' features (the extractor's), reused from `cache_path` when its key matches, else computed
     (features cached per chunk in `cache_dir`) and saved there.
 
     A `cache_path` holding statistics of other inputs or settings, or a file that is not real statistics, raises
@@ -204,7 +208,7 @@ def real_statistics(
     corrupt one is recomputed with a warning. Statistics with a possibly transient failure (an unreadable file) are
     returned but not saved.
     """
-    used = i3d_settings(ext, settings, real=True)
+    used = feature_settings(ext, settings, real=True)
     inputs = inputs_digest(refs)
     key = _statistics_key(used, inputs)
     cached = _reusable(cache_path, used, inputs, overwrite)
@@ -212,8 +216,8 @@ def real_statistics(
         log.info("reusing real-video statistics from %s", cache_path)
         cached.reused = True
         return cached
-    result = extract(refs, i3d_feature_fn(ext, settings, real=True), cache_dir=cache_dir, settings=used,
-                     batch_size=batch_size, progress=progress, desc="I3D real")
+    result = extract(refs, feature_fn(ext, settings, real=True), cache_dir=cache_dir, settings=used,
+                     batch_size=batch_size, progress=progress, desc=f"{ext.kind.upper()} real")
     result.require(2, "real videos")
     mu, sigma = feature_statistics(result.features)
     stats = Statistics(mu, sigma, len(result.keys), key, used, result.failed, inputs)

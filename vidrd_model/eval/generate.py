@@ -11,9 +11,19 @@ Videos are written as H.264 at CRF 10 (`EVAL_CRF`, recorded in plan.json), not t
 blurs texture and motion detail, which moves I3D / C3D features and so FVD and IS; a near-lossless encode keeps the
 measured numbers close to what the model made, at a modest cost in file size.
 
-The protocol's default video is 16 frames (`num_clips=3, num_frames=8, overlap_frames=4, overlap="drop"`: 8 + 4 + 4
-new frames). FVD (I3D) and IS (C3D) are conventionally computed on 16-frame clips, and "drop" because "keep" would
-repeat each seam's 4 overlap frames (reversed), which is not motion the model made up and would skew the statistics.
+The protocol's default video is one 16-frame generation (`num_clips=1, num_frames=16`): FVD (I3D) and IS (C3D) are
+computed on 16-frame clips, and a single clip has no seam. Joined clips are worse for these metrics either way: with
+"drop" every 16-frame window jumps back about M frames at each seam, with "keep" the motion runs backwards for M
+frames after each seam; neither is motion the model made up as one clip. (The U-Net's frame embedding is sinusoidal,
+so 16 frames are in reach of a model trained on 8; `--clips 2 --frames 8 --overlap keep` is the VidRD-style
+alternative, flagged in the table.)
+
+Sampler defaults follow the release's evaluator (anonymous0x233/ReuseAndDiffuse@3976e94, configs/example.yaml and
+model/model.py `SDVideoModelEvaluator`): 50 DDIM steps (η = 0), guidance 10, negative prompt "watermark", seed 42,
+M = 4, β = 4, g = 0.4. That evaluator makes one 8-frame clip per prompt (`num_generated_clips: 1`, its pipeline's
+default `num_frames=8`), too short for I3D / C3D. What the release does not say (its evaluator writes GIFs and scores
+CLIPSIM only; no UCF-101 script is public): the number of frames and the frame rate of the paper's UCF-101 videos. We write 8 fps, the rate
+our trainer samples clips at (`sample_fps`), and match the real clips to it.
 """
 
 from __future__ import annotations
@@ -40,20 +50,21 @@ STALE_TEMP_SECONDS = 3600  # a temporary file untouched this long is a killed ru
 class SamplerSettings:
     """Everything that decides a video besides its prompt and seed (the pipeline's argument names)."""
 
-    num_clips: int = 3
-    num_frames: int = 8
+    num_clips: int = 1
+    num_frames: int = 16
     overlap_frames: int = 4
-    overlap: str = "drop"
+    overlap: str = "keep"
     num_inference_steps: int = 50
-    guidance_scale: float = 7.5
+    guidance_scale: float = 10.0  # the release's evaluator (configs/example.yaml guidance_scale)
     noise_recycle: float = 4.0
     denoise_guidance: float = 0.4
-    negative_prompt: str = ""
+    negative_prompt: str = "watermark"  # the release's evaluator passes negative_prompt=["watermark"] * batch
     height: int | None = None  # None: the model's own size (resolved before the plan is written)
     width: int | None = None
     fps: float = 8.0
     dtype: str = "fp32"
     decode_chunk_size: int | None = None
+    decode_per_frame: bool = False  # the release's decoding (its temporal VAE layers then never run)
 
     @property
     def frames_per_video(self) -> int:
@@ -200,8 +211,11 @@ def remove_stale_temps(out_dir: Path, plan: GenerationPlan, now: float | None = 
     return removed
 
 
-def load_pipeline(model_dir: Path, device: str = "cpu", dtype: str = "fp32"):
-    """Returns our VidRDPipeline from a model folder, U-Net and text encoder in `dtype` on `device` (VAE: its own)."""
+def load_pipeline(model_dir: Path | None, device: str = "cpu", dtype: str = "fp32", *,
+                  release: tuple[str, Path, Path | None] | None = None):
+    """Returns our VidRDPipeline from a model folder, or with `release` = (SD 2.1-base folder or Hub id,
+    ModelT2V.pth, vae_finetuned folder or None) the released model (`VidRDPipeline.from_release`); U-Net and text
+    encoder in `dtype` on `device` (VAE: its own)."""
     import torch
 
     from vidrd_model.pipeline import VidRDPipeline
@@ -209,9 +223,13 @@ def load_pipeline(model_dir: Path, device: str = "cpu", dtype: str = "fp32"):
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
-    if not (Path(model_dir) / "model_index.json").is_file():
-        raise ValueError(f"--model {model_dir}: not a VidRD model directory (no model_index.json)")
-    pipe = VidRDPipeline.from_pretrained(model_dir)
+    if release is not None:
+        base, checkpoint, vae = release
+        pipe = VidRDPipeline.from_release(base, str(checkpoint), str(vae) if vae else None)
+    else:
+        if not (Path(model_dir) / "model_index.json").is_file():
+            raise ValueError(f"--model {model_dir}: not a VidRD model directory (no model_index.json)")
+        pipe = VidRDPipeline.from_pretrained(model_dir)
     pipe.unet.to(device=device, dtype=dtypes[dtype])
     if pipe.text_encoder is not None:
         pipe.text_encoder.to(device=device, dtype=dtypes[dtype])
@@ -263,7 +281,8 @@ def generate_videos(pipe, plan: GenerationPlan, out_dir: Path, *, device: str = 
                  num_clips=s.num_clips, num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
                  generator=torch.Generator("cpu").manual_seed(item.seed), overlap_frames=s.overlap_frames,
                  noise_recycle=s.noise_recycle, denoise_guidance=s.denoise_guidance, overlap=s.overlap,
-                 height=s.height, width=s.width, decode_chunk_size=s.decode_chunk_size, output_type="np",
+                 height=s.height, width=s.width, decode_chunk_size=s.decode_chunk_size,
+                 decode_per_frame=s.decode_per_frame, output_type="np",
                  callback_on_clip_end=lambda _, frames: clips.append(frames[0]))
             video = (np.concatenate(clips) * 255).round().astype(np.uint8)  # [0, 1] -> uint8, as diffusers does
             write_mp4(out_dir / f"{item.stem}.mp4", video, fps=s.fps, crf=plan.crf)

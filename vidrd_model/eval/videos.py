@@ -86,9 +86,21 @@ def _manifest_videos(path: Path) -> list[VideoRef]:
     ]
 
 
-def load_clip(ref: VideoRef, num_frames: int, size: int, stride: int = 1, pad: bool = False) -> np.ndarray:
+def fps_stride(video_fps: float, target_fps: float) -> int:
+    """Returns the frame stride that brings a `video_fps` video nearest to `target_fps` (≥ 1): round(ratio).
+
+    An integer stride keeps real frames (no blending) as stylegan-v's `sample_every_n_frames` does; 25 fps UCF-101
+    against 8 fps generated clips gives 3 (8.33 fps)."""
+    if video_fps <= 0 or target_fps <= 0:
+        raise ValueError(f"frame rates must be > 0, got {video_fps} and {target_fps}")
+    return max(1, round(video_fps / target_fps))
+
+
+def load_clip(ref: VideoRef, num_frames: int, size: int, stride: int = 1, pad: bool = False,
+              match_fps: float | None = None) -> np.ndarray:
     """Return uint8 `[num_frames, size, size, 3]`: every `stride`-th frame from `ref.start` (the first frame when
-    None), short side resized to `size` (antialiased) and centre-cropped.
+    None), short side resized to `size` (antialiased) and centre-cropped. With `match_fps` the stride is instead
+    the video's own `fps_stride(fps, match_fps)`, so clips of any frame rate span about the same time.
 
     Clips always start there, never at a random offset: the same video gives the same clip in every run, so
     feature caches and real statistics can be reused and a number can be reproduced.
@@ -97,6 +109,8 @@ def load_clip(ref: VideoRef, num_frames: int, size: int, stride: int = 1, pad: b
     be decoded raises VideoError, a missing or unreadable file OSError.
     """
     info, read = open_video(ref.path)
+    if match_fps is not None:
+        stride = fps_stride(info.fps, match_fps)
     times = np.asarray(info.timestamps, dtype=float)
     start = ref.start or 0.0
     keep = times >= start - 1e-6
@@ -146,3 +160,14 @@ def inputs_digest(refs: list[VideoRef]) -> str:
             size = mtime = None
         digest.update(json.dumps([ref.key, ref.path, size, mtime, ref.start, ref.end]).encode("utf-8"))
     return digest.hexdigest()
+
+
+def first_fps(refs: list[VideoRef]) -> float | None:
+    """Returns the frame rate of the first of `refs` that can be probed (None when none can): a set's frame rate for
+    receipts and for matching the real clips to it (generated sets share one rate)."""
+    for ref in refs:
+        try:
+            return float(open_video(ref.path)[0].fps)
+        except (VideoError, OSError):
+            continue
+    return None
