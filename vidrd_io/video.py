@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vidrd_io.remote import local_copy
+
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
@@ -49,7 +51,7 @@ def open_container(path: str):
     replacement characters instead of failing the open (PyAV's default raises UnicodeDecodeError)."""
     import av
 
-    return av.open(path, metadata_errors="replace")
+    return av.open(local_copy(path), metadata_errors="replace")
 
 
 def _rotation_pyav(path: str) -> int:
@@ -320,6 +322,8 @@ def _probe_pyav(path: str) -> VideoInfo:
 def open_video(path: str | os.PathLike, rotation: bool = False, reader: str = "decord"):
     """Open a video once; return its `VideoInfo` and a function giving the frames shown at given times.
 
+    `path` may be a URL (`s3://`, `gs://`, `http(s)://`, `file://`): it is read from `remote.local_copy`'s cache.
+
     decord first (its reader is kept open, so many reads cost one open), PyAV when decord cannot open the
     file. `rotation=False` skips reading the rotation metadata (one PyAV decode); frames are upright either
     way. `reader="pyav"`: decord still probes, but frames come from a `ForwardReader` (cheaper when a few
@@ -327,7 +331,7 @@ def open_video(path: str | os.PathLike, rotation: bool = False, reader: str = "d
     """
     if reader not in ("decord", "pyav"):
         raise ValueError(f"reader must be 'decord' or 'pyav', got {reader!r}")
-    path = os.fspath(path)
+    path = local_copy(path)  # a URL: its copy in the bounded local cache (decord reads seekable local files only)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
     try:

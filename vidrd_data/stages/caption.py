@@ -43,6 +43,7 @@ from vidrd_data.run.decode import DEFAULT_TIMEOUT_S, DecodeTimeout, DecoderCrash
 from vidrd_data.run.processes import cores
 from vidrd_data.run.stage import Stage, StageAbort, StageJob
 from vidrd_data.sources import InputError, humanize_label
+from vidrd_io.remote import local_copy
 from vidrd_io.video import VideoError, VideoInfo, open_video, read_frames
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ class ClipDecoder:
         if not row.get("source_path"):
             raise ValueError("no video path")
         prompt = self.prompt_for(row)
-        path = self.resolve(row["source_path"])
+        path = local_copy(self.resolve(row["source_path"]))  # a URL: its cached local copy
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no such file: {path}")
         if os.path.getsize(path) == 0:
@@ -603,7 +604,7 @@ def prepare(input: str, **arguments: Any) -> StageJob:
     elif path.is_dir():
         table, base = sources.video_folder(path, layout=args.layout, source_dataset=args.source_dataset)
     else:
-        table, base = sources.video_list(path, path_col=args.path_col, root=args.root,
+        table, base = sources.video_list(input, path_col=args.path_col, root=args.root,
                                          source_dataset=args.source_dataset)
     try:
         check_model(model)

@@ -529,6 +529,6 @@ def prepare(input: str, **arguments: Any) -> StageJob:
         base = path.resolve().parent
         table = pa.table({"source_path": [path.name], "source_dataset": [args.source_dataset or base.name]})
     else:
-        table, base = sources.video_list(path, path_col=args.path_col, root=args.root,
+        table, base = sources.video_list(input, path_col=args.path_col, root=args.root,
                                          source_dataset=args.source_dataset)
     return StageJob("segment", params, table, base, [str(input)])
