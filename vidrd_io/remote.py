@@ -109,7 +109,10 @@ def _with_retries(url: str, action):
             raise
         except Exception as exc:  # noqa: BLE001 - aiohttp/OS errors differ by cause; the last one is raised
             if attempt == attempts - 1:
-                raise OSError(f"cannot read {url} ({attempts} attempt(s)): {type(exc).__name__}: {exc}") from None
+                detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                if "timeout" in type(exc).__name__.lower() and _is_http(url):  # fsspec's timeout error says nothing
+                    detail += f" (no data for {RemoteSettings.from_env().http_timeout_s:g} s)"
+                raise OSError(f"cannot read {url} ({attempts} attempt(s)): {detail}") from None
             log.info("reading %s failed (%s); retrying", url, exc)
             time.sleep(0.2 * 2 ** attempt)
 
@@ -151,7 +154,13 @@ def local_copy(location: str | os.PathLike) -> str:
         return local
     settings = RemoteSettings.from_env()
     fs, path = filesystem(location)
-    info = _with_retries(location, lambda: fs.info(path))
+    try:
+        info = _with_retries(location, lambda: fs.info(path))
+    except FileNotFoundError:
+        if not _is_http(location):
+            raise
+        # fsspec's HTTP `info` says FileNotFoundError for any failure (a timeout too): the download tells which
+        info = {}
     version = [str(info.get(k)) for k in ("size", "ETag", "etag", "LastModified", "mtime", "updated") if info.get(k)]
     key = hashlib.blake2b("\x1f".join([location, *version]).encode(), digest_size=16).hexdigest()
     cache = Path(settings.cache_dir)
