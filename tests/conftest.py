@@ -66,9 +66,11 @@ def image_set(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint():
+def s3_endpoint(tmp_path_factory):
     """A real S3 HTTP API (moto's standalone server) on 127.0.0.1, with the environment s3fs reads credentials and
-    the endpoint from (spawned workers inherit it); yields the endpoint URL. Skips when moto is not installed."""
+    the endpoint from, and a download cache for the session (spawned workers inherit both; a stage cached in this
+    process keeps the decode workers it started, so these are set once, not per test); yields the endpoint URL.
+    Skips when moto is not installed."""
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:
@@ -82,7 +84,7 @@ def s3_endpoint():
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint}
+           "AWS_ENDPOINT_URL": endpoint, "VIDRD_CACHE_DIR": str(tmp_path_factory.mktemp("vidrd-cache"))}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield endpoint
@@ -95,13 +97,12 @@ def s3_endpoint():
 
 
 @pytest.fixture
-def s3_bucket(s3_endpoint, tmp_path, monkeypatch):
-    """A fresh bucket on the local S3 server (and a fresh download cache); yields its `s3://` URL."""
+def s3_bucket(s3_endpoint):
+    """A fresh bucket on the local S3 server; yields its `s3://` URL."""
     import uuid
 
     import fsspec
 
-    monkeypatch.setenv("VIDRD_CACHE_DIR", str(tmp_path / "cache"))
     name = f"vidrd-{uuid.uuid4().hex[:12]}"
     fsspec.filesystem("s3").mkdir(name)
     return f"s3://{name}"

@@ -9,6 +9,7 @@ import time
 
 import fsspec
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
@@ -18,7 +19,7 @@ from vidrd_data import sources
 from vidrd_data.run.runner import run_stage
 from vidrd_io import fs, remote
 from vidrd_io.images import open_image
-from vidrd_io.video import probe
+from vidrd_io.video import probe, write_mp4
 
 
 def _put(url: str, data: bytes) -> None:
@@ -42,7 +43,8 @@ def test_probe_and_open_image_read_objects_from_s3(s3_bucket, tmp_path):
 
 
 def test_the_video_cache_evicts_least_recently_used_files_beyond_its_bound(s3_bucket, tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
+    cache = tmp_path / "cache"  # local_copy runs in this process here: the variables reach it
+    monkeypatch.setenv("VIDRD_CACHE_DIR", str(cache))
     monkeypatch.setenv("VIDRD_CACHE_BYTES", "2500")
     for name in "abc":
         _put(f"{s3_bucket}/{name}.bin", name.encode() * 1000)
@@ -70,15 +72,15 @@ def test_a_replaced_object_is_fetched_again_not_served_stale_from_the_cache(s3_b
 @pytest.fixture
 def s3_videos(s3_bucket):
     """A bucket with real videos, an empty one and a list naming them plus a missing one (paths relative to it)."""
-    for name in ("counter.mp4", "fades.mp4"):
+    for name in ("counter.mp4", "testvideo.mp4"):
         _put(f"{s3_bucket}/in/clips/{name}", shared_video(name).read_bytes())
     _put(f"{s3_bucket}/in/clips/empty.mp4", b"")
-    _put(f"{s3_bucket}/in/list.csv", b"path,label\nclips/counter.mp4,a\nclips/fades.mp4,b\nclips/missing.mp4,c\n"
+    _put(f"{s3_bucket}/in/list.csv", b"path,label\nclips/counter.mp4,a\nclips/testvideo.mp4,b\nclips/missing.mp4,c\n"
                                      b"clips/empty.mp4,d\n")
     return f"{s3_bucket}/in/list.csv"
 
 
-def test_videos_stage_reads_a_table_and_videos_from_s3_and_writes_its_manifest_back(s3_videos, s3_bucket):
+def test_videos_stage_reads_from_s3_writes_its_manifest_back_and_redoes_a_part_missing_its_marker(s3_videos, s3_bucket):
     table, root = sources.caption_table(s3_videos, path_col="path", caption_col=None, label_col="label")
     assert root is None and table["source_path"].to_pylist()[0] == f"{s3_bucket}/in/clips/counter.mp4"
     out = f"{s3_bucket}/out"
@@ -86,26 +88,19 @@ def test_videos_stage_reads_a_table_and_videos_from_s3_and_writes_its_manifest_b
     assert (summary.input_rows, summary.ok, summary.failed) == (4, 2, 2)
     assert _names(out) == ["_inputs.parquet", "_manifest.json", "part-00000.parquet", "part-00000.stats.json",
                            "part-00001.parquet", "part-00001.stats.json"]
-    rows = {r["label"]: r for r in mf.Manifest.open(out).read().to_pylist()}
+    reference = mf.Manifest.open(out).read().to_pylist()
+    rows = {r["label"]: r for r in reference}
     assert rows["a"]["status"] == "ok" and rows["a"]["num_frames"] == probe(shared_video("counter.mp4")).num_frames
     assert rows["b"]["status"] == "ok"
     assert rows["c"]["status"] == "failed" and "missing.mp4" in rows["c"]["error"]
     assert rows["d"]["status"] == "failed" and rows["d"]["error"]
-    again = run_stage("videos", {}, table, out, root=root, input_desc=[s3_videos], shard_size=2, progress=False)
-    assert again.parts_skipped == again.parts_total == 2  # resumed from the bucket: nothing redone
 
-
-def test_a_part_without_its_stats_marker_in_the_bucket_is_never_read_and_is_redone(s3_videos, s3_bucket):
-    table, root = sources.caption_table(s3_videos, path_col="path", caption_col=None, label_col="label")
-    out = f"{s3_bucket}/torn"
-    run_stage("videos", {}, table, out, root=root, input_desc=[s3_videos], shard_size=2, progress=False)
-    reference = mf.Manifest.open(out).read().to_pylist()
     fs.remove(f"{out}/part-00001.stats.json")  # as if killed between the part's upload and its marker's
     _put(f"{out}/part-00001.parquet", b"torn bytes")
     m = mf.Manifest.open(out)
-    assert m.parts == [0] and "part 1 has no stats file" in m.completeness()
-    summary = run_stage("videos", {}, table, out, root=root, input_desc=[s3_videos], shard_size=2, progress=False)
-    assert summary.parts_skipped == 1
+    assert m.parts == [0] and "part 1 has no stats file" in m.completeness()  # never read as done
+    again = run_stage("videos", {}, table, out, root=root, input_desc=[s3_videos], shard_size=2, progress=False)
+    assert (again.parts_total, again.parts_skipped) == (2, 1)  # resumed from the bucket: only the torn part redone
     assert mf.Manifest.open(out).read().to_pylist() == reference
 
 
@@ -152,3 +147,31 @@ def test_a_run_writing_to_s3_killed_mid_run_resumes_with_every_row_accounted_for
     statuses = {r["source_path"].rsplit("/", 1)[-1]: r["status"] for r in rows}
     assert statuses.pop("nope.png") == "failed" and set(statuses.values()) == {"ok"}
     assert not [n for n in _names(out) if n.endswith(".tmp")]
+
+
+def test_cli_stages_chain_through_the_bucket_videos_then_segment_from_its_manifest(s3_videos, s3_bucket, capsys):
+    from cli.data import main
+    from tests.conftest import run_cli
+
+    videos, segments = f"{s3_bucket}/m/videos", f"{s3_bucket}/m/segments"
+    code, _, err = run_cli(main, capsys, "videos", s3_videos, "--out", videos, "--no-progress")
+    assert code == 0, err
+    code, _, err = run_cli(main, capsys, "segment", videos, "--out", segments, "--embedder", "histogram",
+                           "--no-progress")
+    assert code == 0, err
+    source = mf.Manifest.open(videos).read(status="ok")
+    clips = mf.Manifest.open(segments).require_complete().read()
+    assert source.num_rows == 2 and mf.Manifest.open(segments).meta["num_inputs"] == 2
+    assert set(clips["input_row"].to_pylist()) == {0, 1}  # every input accounted for
+    ok = clips.filter(pc.equal(clips["status"], "ok"))
+    assert ok.num_rows >= 2 and set(ok["source_path"].to_pylist()) == {f"{s3_bucket}/in/clips/testvideo.mp4"}
+    assert set(clips["source_path"].to_pylist()) <= set(source["source_path"].to_pylist())
+    assert all(p.startswith(f"{s3_bucket}/in/clips/") for p in clips["source_path"].to_pylist())
+
+
+def test_write_mp4_to_a_url_uploads_a_whole_video_that_reads_back(s3_bucket):
+    frames = np.random.default_rng(3).integers(0, 255, (6, 16, 24, 3), dtype=np.uint8)
+    write_mp4(f"{s3_bucket}/clips/x.mp4", frames, fps=8)
+    assert _names(f"{s3_bucket}/clips") == ["x.mp4"]  # no temp object left beside it
+    info = probe(f"{s3_bucket}/clips/x.mp4")
+    assert (info.num_frames, info.width, info.height) == (6, 24, 16)

@@ -77,7 +77,9 @@ def http_server(tmp_path, monkeypatch):
 def test_a_url_list_ends_ok_for_whole_responses_and_failed_with_reasons_for_bad_ones(http_server, tmp_path):
     table, root = sources.caption_table(f"{http_server}/list.csv", path_col="path", caption_col=None,
                                         label_col="label")
-    summary = run_stage("videos", {}, table, tmp_path / "out", root=root, input_desc=["urls"], progress=False)
+    # three shards: a fresh worker pool, started with this test's timeout and retries in its environment
+    summary = run_stage("videos", {}, table, tmp_path / "out", root=root, input_desc=["urls"], shard_size=2,
+                        progress=False)
     rows = {r["label"]: r for r in mf.Manifest.open(tmp_path / "out").read().to_pylist()}
     assert summary.input_rows == 5 and len(rows) == 5
     assert rows["ok.mp4"]["status"] == "ok" and rows["ok.mp4"]["num_frames"] == 30

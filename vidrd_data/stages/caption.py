@@ -597,8 +597,8 @@ def prepare(input: str, **arguments: Any) -> StageJob:
     if split is not None:
         split_file = Path(split) if Path(split).is_file() or not (path / split).is_file() else path / split
         table, base = sources.ucf101_split(split_file, root=path, source_dataset=args.source_dataset)
-    elif path.is_dir() and mf.is_manifest(path):
-        table, base = sources.manifest_rows(path, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
+    elif (path.is_dir() or mf.is_uri(str(input))) and mf.is_manifest(input):  # a manifest directory, or one at a URL
+        table, base = sources.manifest_rows(input, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
         if table.num_rows == 0:
             raise InputError(f"{path} has no ok rows of kind video_clip")
     elif path.is_dir():

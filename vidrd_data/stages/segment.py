@@ -517,8 +517,8 @@ def prepare(input: str, **arguments: Any) -> StageJob:
         except MiniGPT4Error as exc:
             raise InputError(str(exc)) from None
     path = Path(input)
-    if path.is_dir() and mf.is_manifest(path):
-        table, base = sources.manifest_rows(path, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
+    if (path.is_dir() or mf.is_uri(str(input))) and mf.is_manifest(input):  # a manifest directory, or one at a URL
+        table, base = sources.manifest_rows(input, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
         if table.num_rows == 0:
             raise InputError(f"{path} has no ok rows of kind video_clip")
     elif path.is_dir():
