@@ -184,7 +184,7 @@ def _retry_command():
     """Return the `retry` command function; its run options are the `RunOptions` fields `retry_failed` takes."""
     from vidrd_data.run.runner import retry_failed
 
-    def retry(manifest_dir: Path, root: Optional[Path], **given) -> None:
+    def retry(manifest_dir: str, root: Optional[Path], **given) -> None:
         """Re-run only the failed rows of a finished manifest, rewriting the parts that hold them."""
         _print_summary(retry_failed(manifest_dir, root=root, **_run_options_for(retry_failed, given)))
 
@@ -192,7 +192,7 @@ def _retry_command():
     run_options = [p for p in _parameters(RunOptions) if p.name in accepted]
     manifest = typer.Argument(..., help="A finished manifest directory.")
     retry.__signature__ = inspect.Signature([
-        inspect.Parameter("manifest_dir", inspect.Parameter.KEYWORD_ONLY, default=manifest, annotation=Path),
+        inspect.Parameter("manifest_dir", inspect.Parameter.KEYWORD_ONLY, default=manifest, annotation=str),  # or a URL
         *run_options,
         inspect.Parameter("root", inspect.Parameter.KEYWORD_ONLY, default=RootOpt, annotation=Optional[Path]),
     ])

@@ -16,7 +16,7 @@ from PIL import Image
 from tests.conftest import REPO, shared_video
 from vidrd_data import manifest as mf
 from vidrd_data import sources
-from vidrd_data.run.runner import run_stage
+from vidrd_data.run.runner import retry_failed, run_stage
 from vidrd_io import fs, remote
 from vidrd_io.images import open_image
 from vidrd_io.video import probe, write_mp4
@@ -102,13 +102,16 @@ def test_videos_stage_reads_from_s3_writes_its_manifest_back_and_redoes_a_part_m
     again = run_stage("videos", {}, table, out, root=root, input_desc=[s3_videos], shard_size=2, progress=False)
     assert (again.parts_total, again.parts_skipped) == (2, 1)  # resumed from the bucket: only the torn part redone
     assert mf.Manifest.open(out).read().to_pylist() == reference
+    retried = retry_failed(out, progress=False)  # rewrites the parts holding failed rows, in the bucket
+    assert (retried.ok, retried.failed) == (2, 2) and mf.Manifest.open(out).read().to_pylist() == reference
+    assert [s.get("retried_input_rows") for s in mf.Manifest.open(out).stats()] == [None, 2]  # part 1 holds both
 
 
 def _run_script(images_csv: str, out: str) -> str:
     return textwrap.dedent(
         f"""
         from vidrd_data import sources
-        from vidrd_data.run.runner import run_stage
+        from vidrd_data.run.runner import retry_failed, run_stage
         table, root = sources.caption_table({images_csv!r}, path_col="image")
         run_stage("tests.slow_stage:SlowImages", {{"delay": 0.05}}, table, {out!r}, root=root, input_desc=["x"],
                   shard_size=5, workers=1, progress=False)
