@@ -43,7 +43,7 @@ def read_table(path: str | os.PathLike, text_columns: tuple[str, ...] = ()) -> p
     JSON object become rows carrying why in `mf.INPUT_ERROR`, so they fail instead of ending the read.
     """
     name = os.fspath(path)
-    suffix = Path(name.split("?", 1)[0]).suffix.lower()
+    suffix = Path(_without_query(name)).suffix.lower()
     try:
         path = Path(remote.local_copy(name))  # a URL: its copy in the local cache
     except FileNotFoundError:
@@ -69,6 +69,11 @@ def read_table(path: str | os.PathLike, text_columns: tuple[str, ...] = ()) -> p
         raise InputError(f"cannot read {name}: its header is not valid UTF-8 (byte at offset {exc.start})") from None
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"cannot read {name}: {str(exc).splitlines()[0]}") from None
+
+
+def _without_query(location: str) -> str:
+    """Return a URL without its `?query` (a signed URL's); a local path as it is."""
+    return location.split("?", 1)[0] if remote.is_url(location) else location
 
 
 def _refuse_utf16(path: Path) -> None:
@@ -255,7 +260,7 @@ def _caption_rows(table_path, *, path_col, caption_col, label_col, root, source_
     errors = [reader_errors, errors]
     rows = {
         "source_path": _store_paths(paths, base, root_path),
-        "source_dataset": [source_dataset or Path(str(table_path).split("?", 1)[0]).stem] * table.num_rows,
+        "source_dataset": [source_dataset or Path(_without_query(str(table_path))).stem] * table.num_rows,
     }
     if caption_col is not None:
         rows["caption"], caption_errors = text_values(table[caption_col], "caption")

@@ -164,7 +164,7 @@ def local_copy(location: str | os.PathLike) -> str:
     version = [str(info.get(k)) for k in ("size", "ETag", "etag", "LastModified", "mtime", "updated") if info.get(k)]
     key = hashlib.blake2b("\x1f".join([location, *version]).encode(), digest_size=16).hexdigest()
     cache = Path(settings.cache_dir)
-    suffix = "".join(Path(path).suffixes[-1:])[:16]
+    suffix = Path(path.split("?", 1)[0]).suffix[:16]  # decoders that guess the format by name see the extension
     target = cache / f"{key}{suffix}"
     if target.is_file():
         os.utime(target)  # a hit makes it the most recently used
