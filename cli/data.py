@@ -49,11 +49,15 @@ def _run_options_for(function, given: dict) -> dict:
     return changed
 
 
-def _run(job, out_dir: Path, run_options: dict):
-    """Run a prepared stage job into `out_dir` and print its summary."""
+def _run(job, out_dir: str | Path, run_options: dict):
+    """Run a prepared stage job into `out_dir` (a directory, or a URL prefix in an object store) and print its
+    summary."""
     from vidrd_data.run.runner import run_stage
+    from vidrd_io.fs import location
 
-    _check_out(out_dir)
+    out_dir = location(out_dir)
+    if isinstance(out_dir, Path):
+        _check_out(out_dir)
     summary = run_stage(job.stage, job.params, job.inputs, out_dir, root=job.root, input_desc=job.input_desc,
                         **_run_options_for(run_stage, run_options))
     _print_summary(summary)
@@ -110,12 +114,13 @@ def _stage_command(stage: str):
     module = stage_module(stage)
     run_names = {f.name for f in fields(RunOptions)}
 
-    def command(out_dir: Path, **given) -> None:
+    def command(out_dir: str, **given) -> None:
         job = module.prepare(**{k: v for k, v in given.items() if k not in run_names})
         _run(job, out_dir, {k: v for k, v in given.items() if k in run_names})
 
     parameters = [p for cls in [*declarations(stage), RunOptions] for p in _parameters(cls)]
-    out_dir = inspect.Parameter("out_dir", inspect.Parameter.KEYWORD_ONLY, default=OutOpt, annotation=Path)
+    # str, not Path: Path("s3://b/m") would lose a slash of the URL
+    out_dir = inspect.Parameter("out_dir", inspect.Parameter.KEYWORD_ONLY, default=OutOpt, annotation=str)
     command.__signature__ = inspect.Signature([parameters[0], out_dir, *parameters[1:]])  # INPUT, --out, the options
     command.__doc__ = (module.__doc__ or "").strip().splitlines()[0]  # the stage module's one-line summary
     return command
@@ -179,7 +184,7 @@ def _retry_command():
     """Return the `retry` command function; its run options are the `RunOptions` fields `retry_failed` takes."""
     from vidrd_data.run.runner import retry_failed
 
-    def retry(manifest_dir: Path, root: Optional[Path], **given) -> None:
+    def retry(manifest_dir: str, root: Optional[Path], **given) -> None:
         """Re-run only the failed rows of a finished manifest, rewriting the parts that hold them."""
         _print_summary(retry_failed(manifest_dir, root=root, **_run_options_for(retry_failed, given)))
 
@@ -187,7 +192,7 @@ def _retry_command():
     run_options = [p for p in _parameters(RunOptions) if p.name in accepted]
     manifest = typer.Argument(..., help="A finished manifest directory.")
     retry.__signature__ = inspect.Signature([
-        inspect.Parameter("manifest_dir", inspect.Parameter.KEYWORD_ONLY, default=manifest, annotation=Path),
+        inspect.Parameter("manifest_dir", inspect.Parameter.KEYWORD_ONLY, default=manifest, annotation=str),  # or a URL
         *run_options,
         inspect.Parameter("root", inspect.Parameter.KEYWORD_ONLY, default=RootOpt, annotation=Optional[Path]),
     ])

@@ -63,3 +63,46 @@ def image_set(tmp_path):
     lines.append("im00.png,,cc0")
     (root / "captions.csv").write_text("\n".join(lines) + "\n")
     return root / "captions.csv"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """A real S3 HTTP API (moto's standalone server) on 127.0.0.1, with the environment s3fs reads credentials and
+    the endpoint from, and a download cache for the session (spawned workers inherit both; a stage cached in this
+    process keeps the decode workers it started, so these are set once, not per test); yields the endpoint URL.
+    Skips when moto is not installed."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        pytest.skip(f"moto[server] is not importable ({exc}): no local S3 endpoint")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint, "VIDRD_CACHE_DIR": str(tmp_path_factory.mktemp("vidrd-cache"))}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield endpoint
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint):
+    """A fresh bucket on the local S3 server; yields its `s3://` URL."""
+    import uuid
+
+    import fsspec
+
+    name = f"vidrd-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3").mkdir(name)
+    return f"s3://{name}"

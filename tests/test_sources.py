@@ -178,3 +178,17 @@ def test_parquet_string_column_holding_invalid_utf8_fails_that_row(tmp_path):
     rows = sources.caption_table(tmp_path / "t.parquet", path_col="image")[0].to_pylist()
     assert rows[0]["caption"] == "ok" and rows[0][mf.INPUT_ERROR] is None
     assert rows[1][mf.INPUT_ERROR] == "caption is not valid UTF-8 (byte 0xe9 at offset 0)"
+
+
+def test_a_table_at_a_file_url_reads_exactly_like_its_path(image_set):
+    from vidrd_io.images import open_image
+
+    by_path, root = sources.caption_table(image_set, path_col="image")
+    by_url, url_root = sources.caption_table(f"file://{image_set}", path_col="image")
+    assert by_url.equals(by_path) and url_root == root
+    assert open_image(f"file://{image_set.parent / 'im03.png'}").size == (32, 24)
+
+
+def test_a_table_missing_at_a_url_is_one_input_error_naming_it(tmp_path):
+    with pytest.raises(sources.InputError, match="input table not found: file://.*nope.csv"):
+        sources.read_table(f"file://{tmp_path}/nope.csv")

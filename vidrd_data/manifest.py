@@ -30,6 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vidrd_io import fs
+from vidrd_io.remote import is_url
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -96,7 +99,8 @@ def make_sample_id(
 
 
 def is_uri(path: str) -> bool:
-    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path))
+    """Return whether a stored path is a URL (`s3://`, `http://`, ...) rather than a file path."""
+    return is_url(path)
 
 
 def relativize(path: str | os.PathLike, root: str | os.PathLike | None) -> str:
@@ -218,7 +222,7 @@ def new_meta(
     with its data stays valid; `Manifest.open(..., root=...)` overrides it when only the data moved.
     """
     stored_root = None
-    if root is not None:
+    if root is not None and not is_url(os.fspath(manifest_dir)):  # a manifest at a URL keeps the absolute root only
         root_abs = os.path.abspath(os.fspath(root))
         stored_root = Path(os.path.relpath(root_abs, os.path.abspath(os.fspath(manifest_dir)))).as_posix()
     meta = {
@@ -241,21 +245,21 @@ def new_meta(
 class Manifest:
     """An opened manifest directory. Only complete parts (those with a stats file) are ever read."""
 
-    path: Path
+    path: Path | str  # a URL (str) for a manifest in an object store
     meta: dict
     root: str | None
     _parts: list[int] = field(default_factory=list)
 
     @classmethod
     def open(cls, path: str | os.PathLike, root: str | os.PathLike | None = None) -> "Manifest":
-        path = Path(path)
-        meta_path = path / MANIFEST_FILE
-        if not path.is_dir():
+        path = fs.location(path)
+        meta_path = fs.join(path, MANIFEST_FILE)
+        if isinstance(path, Path) and not path.is_dir():
             raise ManifestError(f"{path} is not a directory")
-        if not meta_path.is_file():
+        if not fs.is_file(meta_path):
             raise ManifestError(f"{path} is not a manifest: no {MANIFEST_FILE}")
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = json.loads(fs.read_text(meta_path))
         except (OSError, ValueError) as exc:
             raise ManifestError(f"{meta_path} is not valid JSON: {exc}") from None
         if not isinstance(meta, dict) or "schema_version" not in meta:
@@ -264,9 +268,11 @@ class Manifest:
             raise ManifestError(
                 f"{path} has schema_version {meta['schema_version']}, this vidrd reads {SCHEMA_VERSION}"
             )
-        if root is None and meta.get("root") is not None:
+        if root is None and meta.get("root") is not None and isinstance(path, Path):
             candidate = os.path.normpath(os.path.join(os.path.abspath(path), meta["root"]))
             root = candidate if os.path.isdir(candidate) else meta.get("root_absolute") or candidate
+        elif root is None:
+            root = meta.get("root_absolute")
         manifest = cls(path=path, meta=meta, root=os.fspath(root) if root is not None else None)
         manifest._parts = manifest.complete_parts()
         return manifest
@@ -279,10 +285,11 @@ class Manifest:
 
     def complete_parts(self) -> list[int]:
         """Return the indices of parts whose stats file exists, i.e. that were fully written."""
+        names = set(fs.list_names(self.path))
         indices = []
-        for entry in os.scandir(self.path):
-            m = PART_RE.match(entry.name)
-            if m and (self.path / stats_name(int(m.group(1)))).is_file():
+        for name in names:
+            m = PART_RE.match(name)
+            if m and stats_name(int(m.group(1))) in names:
                 indices.append(int(m.group(1)))
         return sorted(indices)
 
@@ -304,7 +311,8 @@ class Manifest:
         if not missing:
             return None
         shown = ", ".join(str(i) for i in missing[:10]) + (f" … ({len(missing)} in all)" if len(missing) > 10 else "")
-        torn = [i for i in missing if self.part_path(i).is_file()]
+        names = set(fs.list_names(self.path))
+        torn = [i for i in missing if part_name(i) in names]
         why = f"; part {torn[0]} has no stats file" if len(torn) == 1 else (
             f"; {len(torn)} parts have no stats file" if torn else "")
         return (f"{self.path} is incomplete: part{'s' if len(missing) > 1 else ''} {shown} of {self.meta['num_parts']} "
@@ -322,16 +330,20 @@ class Manifest:
         log.warning("%s; reading the %d complete parts anyway (--allow-partial)", problem, len(self._parts))
         return self
 
-    def part_path(self, index: int) -> Path:
-        return self.path / part_name(index)
+    def part_path(self, index: int) -> Path | str:
+        return fs.join(self.path, part_name(index))
 
     def stats(self) -> list[dict]:
-        return [json.loads((self.path / stats_name(i)).read_text(encoding="utf-8")) for i in self._parts]
+        return [json.loads(fs.read_text(fs.join(self.path, stats_name(i)))) for i in self._parts]
 
     def schema(self) -> pa.Schema:
         if self._parts:
             try:
-                return pq.read_schema(self.part_path(self._parts[0]))
+                first = fs.location(self.part_path(self._parts[0]))
+                if isinstance(first, Path):
+                    return pq.read_schema(first)
+                with fs.open_read(first) as f:
+                    return pq.read_schema(f)
             except (pa.ArrowInvalid, OSError) as exc:
                 raise ManifestError(f"{self.part_path(self._parts[0])} is not readable Parquet: {exc}") from None
         return schema_from_json(self.meta["schema"])
@@ -349,7 +361,7 @@ class Manifest:
             read_cols = [*columns, "status"]
         for i in self._parts:
             try:
-                table = pq.read_table(self.part_path(i), columns=read_cols)
+                table = read_parquet(self.part_path(i), columns=read_cols)
             except (pa.ArrowInvalid, OSError) as exc:  # a complete part that is not Parquet: corrupt on disk
                 raise ManifestError(f"{self.part_path(i)} is not readable Parquet: {str(exc).splitlines()[0]}") from None
             if status is not None:
@@ -362,12 +374,19 @@ class Manifest:
         return resolve(path, self.root)
 
     def inputs(self) -> pa.Table | None:
-        p = self.path / INPUTS_FILE
-        return pq.read_table(p) if p.is_file() else None
+        p = fs.join(self.path, INPUTS_FILE)
+        return read_parquet(p) if fs.is_file(p) else None
 
 
+def read_parquet(location: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """Return a Parquet file's table (some columns), read from a local path or a URL."""
+    location = fs.location(location)
+    if isinstance(location, Path):
+        return pq.read_table(location, columns=columns)
+    with fs.open_read(location) as f:
+        return pq.read_table(f, columns=columns)
 
 
 def is_manifest(path: str | os.PathLike) -> bool:
-    return (Path(path) / MANIFEST_FILE).is_file()
+    return fs.is_file(fs.join(path, MANIFEST_FILE))
 

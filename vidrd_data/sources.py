@@ -22,6 +22,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from vidrd_data import manifest as mf
+from vidrd_io import remote
 from vidrd_io.video import VIDEO_EXTENSIONS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -41,10 +42,16 @@ def read_table(path: str | os.PathLike, text_columns: tuple[str, ...] = ()) -> p
     `text_values` to decode strictly. A CSV line with the wrong number of fields and a JSONL line that is not a
     JSON object become rows carrying why in `mf.INPUT_ERROR`, so they fail instead of ending the read.
     """
-    path = Path(path)
+    name = os.fspath(path)
+    suffix = Path(_without_query(name)).suffix.lower()
+    try:
+        path = Path(remote.local_copy(name))  # a URL: its copy in the local cache
+    except FileNotFoundError:
+        raise InputError(f"input table not found: {name}") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {name}: {exc}") from None
     if not path.is_file():
-        raise InputError(f"input table not found: {path}")
-    suffix = path.suffix.lower()
+        raise InputError(f"input table not found: {name}")
     try:
         if suffix in (".csv", ".tsv"):
             _refuse_utf16(path)
@@ -55,13 +62,18 @@ def read_table(path: str | os.PathLike, text_columns: tuple[str, ...] = ()) -> p
         elif suffix in (".parquet", ".pq"):
             table = pq.read_table(path)
         else:
-            raise InputError(f"unknown table format {suffix!r} for {path} (use .csv, .tsv, .jsonl or .parquet)")
+            raise InputError(f"unknown table format {suffix!r} for {name} (use .csv, .tsv, .jsonl or .parquet)")
         table.column_names  # noqa: B018 - pyarrow decodes column names when first asked: a bad one raises here
         return table
     except UnicodeDecodeError as exc:
-        raise InputError(f"cannot read {path}: its header is not valid UTF-8 (byte at offset {exc.start})") from None
+        raise InputError(f"cannot read {name}: its header is not valid UTF-8 (byte at offset {exc.start})") from None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"cannot read {name}: {str(exc).splitlines()[0]}") from None
+
+
+def _without_query(location: str) -> str:
+    """Return a URL without its `?query` (a signed URL's); a local path as it is."""
+    return location.split("?", 1)[0] if remote.is_url(location) else location
 
 
 def _refuse_utf16(path: Path) -> None:
@@ -194,14 +206,16 @@ def _first_errors(*columns: list[str | None]) -> list[str | None]:
     return [next((e for e in row if e), None) for row in zip(*columns)]
 
 
-def _store_paths(paths: list[str | None], base: Path, root: Path) -> list[str | None]:
-    """Resolve paths relative to `base` and store them relative to `root`."""
+def _store_paths(paths: list[str | None], base: Path | str, root: Path | None) -> list[str | None]:
+    """Resolve paths relative to `base` (a directory or a URL's) and store them relative to `root`."""
     out = []
     for p in paths:
         if p is None or p == "":
             out.append(None)
         elif mf.is_uri(p):
             out.append(p)
+        elif isinstance(base, str):  # a table at a URL: its relative paths are URLs beside it
+            out.append(f"{base.rstrip('/')}/{p.lstrip('/')}")
         else:
             out.append(mf.relativize(p if os.path.isabs(p) else base / p, root))
     return out
@@ -226,8 +240,9 @@ def caption_table(
     return _mark_duplicates(table), root_path
 
 
-def _caption_rows(table_path, *, path_col, caption_col, label_col, root, source_dataset) -> tuple[pa.Table, Path]:
-    table_path = Path(table_path)
+def _caption_rows(table_path, *, path_col, caption_col, label_col, root, source_dataset) -> tuple[pa.Table, Path | None]:
+    at_url = remote.local_path(table_path) is None
+    table_path = os.fspath(table_path) if at_url else Path(remote.local_path(table_path))
     text_cols = tuple(c for c in (path_col, caption_col, label_col) if c is not None)
     table = read_table(table_path, text_columns=text_cols)
     for col in text_cols:
@@ -236,14 +251,17 @@ def _caption_rows(table_path, *, path_col, caption_col, label_col, root, source_
             raise InputError(f"{table_path} has no column {col!r} (columns: {names})")
     if table.num_rows == 0:
         raise InputError(f"{table_path} has no rows")
-    base = Path(root) if root is not None else table_path.parent
-    root_path = base.resolve()
+    if root is None and at_url:  # paths beside a table at a URL are stored as URLs: no root
+        base, root_path = table_path.rsplit("/", 1)[0], None
+    else:
+        base = Path(root) if root is not None else table_path.parent
+        root_path = base = base.resolve()
     paths, errors = text_values(table[path_col], "path")
     reader_errors = table[mf.INPUT_ERROR].to_pylist() if mf.INPUT_ERROR in table.column_names else [None] * len(paths)
     errors = [reader_errors, errors]
     rows = {
-        "source_path": _store_paths(paths, base.resolve(), root_path),
-        "source_dataset": [source_dataset or table_path.stem] * table.num_rows,
+        "source_path": _store_paths(paths, base, root_path),
+        "source_dataset": [source_dataset or Path(_without_query(str(table_path))).stem] * table.num_rows,
     }
     if caption_col is not None:
         rows["caption"], caption_errors = text_values(table[caption_col], "caption")
@@ -425,7 +443,7 @@ def image_inputs(
                             caption_col=caption_col)
     if path.is_dir() or input.endswith(".tar") or any(c in input for c in "*?["):
         return webdataset_shards(input, source_dataset=source_dataset)
-    return caption_table(path, path_col=image_col, caption_col=caption_col, root=root, source_dataset=source_dataset)
+    return caption_table(input, path_col=image_col, caption_col=caption_col, root=root, source_dataset=source_dataset)
 
 
 def humanize_label(label: str) -> str:

@@ -4,7 +4,7 @@
 looks the same in each: upright (EXIF orientation applied), 8-bit RGB whatever its mode (CMYK, 16-bit,
 palette, alpha composited over white, grayscale), the first frame of an animation, and refused with a
 reason when it is over PIL's decompression-bomb limit. A path `shard.tar#member` reads a member of a
-(webdataset) tar.
+(webdataset) tar; a URL (`s3://`, `http(s)://`, ...) is read through fsspec.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from vidrd_io.remote import is_url, local_path
+from vidrd_io.remote import read_bytes as remote_bytes
+
 TAR_MEMBER_SEP = "#"
 
 
@@ -28,7 +31,10 @@ def _open_tar(path: str) -> tarfile.TarFile:
 
 
 def read_bytes(location: str) -> bytes:
-    """Return the bytes of a file, or of `archive.tar#member`."""
+    """Return the bytes of a file, a URL (`remote.read_bytes`), or of `archive.tar#member`."""
+    if is_url(location) and local_path(location) is None:
+        return remote_bytes(location)
+    location = local_path(location)
     if not os.path.exists(location) and TAR_MEMBER_SEP in location:
         archive, member = location.rsplit(TAR_MEMBER_SEP, 1)
         if os.path.isfile(archive):

@@ -23,6 +23,7 @@ import tempfile
 from collections import OrderedDict
 
 from vidrd_io.images import TAR_MEMBER_SEP
+from vidrd_io.remote import local_copy
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,16 @@ def _tar_member(container: str, member: str) -> bytes:
     raise FileNotFoundError(f"{member} is not a file in {container}")
 
 
-def local_file(location: str) -> str:
-    """Return a local path holding `location`'s bytes: the path itself, or a cached copy of a tar/Parquet member."""
+def local_file(location: str | os.PathLike) -> str:
+    """Return a local path holding `location`'s bytes: the path itself, a URL's copy in the bounded download cache
+    (`remote.local_copy`), or a cached copy of a tar/Parquet member (whose container may itself be at a URL)."""
+    location = os.fspath(location)
     parts = split_member(location)
     if parts is None:
-        return location
+        return local_copy(location)
     container, member = parts
+    container = local_copy(container)
+    location = container + TAR_MEMBER_SEP + member
     if not os.path.isfile(container):
         raise FileNotFoundError(f"no such file: {container}")
     stat = os.stat(container)

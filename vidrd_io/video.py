@@ -9,12 +9,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-import uuid
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
+from vidrd_io.fs import atomic_write
 from vidrd_io.members import local_file
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ def open_container(path: str):
     replacement characters instead of failing the open (PyAV's default raises UnicodeDecodeError)."""
     import av
 
-    return av.open(path, metadata_errors="replace")
+    return av.open(local_file(path), metadata_errors="replace")
 
 
 def _rotation_pyav(path: str) -> int:
@@ -322,6 +321,8 @@ def _probe_pyav(path: str) -> VideoInfo:
 def open_video(path: str | os.PathLike, rotation: bool = False, reader: str = "decord"):
     """Open a video once; return its `VideoInfo` and a function giving the frames shown at given times.
 
+    `path` may be a URL (`s3://`, `gs://`, `http(s)://`, `file://`): it is read from the download cache (`members.local_file`).
+
     decord first (its reader is kept open, so many reads cost one open), PyAV when decord cannot open the
     file. `rotation=False` skips reading the rotation metadata (one PyAV decode); frames are upright either
     way. `reader="pyav"`: decord still probes, but frames come from a `ForwardReader` (cheaper when a few
@@ -329,7 +330,7 @@ def open_video(path: str | os.PathLike, rotation: bool = False, reader: str = "d
     """
     if reader not in ("decord", "pyav"):
         raise ValueError(f"reader must be 'decord' or 'pyav', got {reader!r}")
-    path = local_file(os.fspath(path))  # a tar/Parquet member (video2dataset shards): its cached copy
+    path = local_file(path)  # a URL or a tar/Parquet member: its cached local copy (decord reads local files)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such file: {path}")
     try:
@@ -387,7 +388,8 @@ def _read_frames_pyav(path: str, times: np.ndarray) -> np.ndarray:
 
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int = 23, threads: int = 1) -> None:
-    """Write uint8 `(n, H, W, 3)` frames as H.264 (yuv420p) with PyAV, atomically (temp file + rename).
+    """Write uint8 `(n, H, W, 3)` frames as H.264 (yuv420p) with PyAV, atomically (`fs.atomic_write`: temp file +
+    rename, or one upload when `path` is a URL).
 
     One encoder thread by default: stages already run one worker per core, and short clips gain little
     from x264's frame threads.
@@ -395,19 +397,19 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int 
     import av
     from fractions import Fraction
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.mp4")  # two writers never share one
     n, h, w, _ = frames.shape
     if h % 2 or w % 2:
         raise ValueError(f"H.264 yuv420p needs even frame sizes, got {w}x{h}")
-    with av.open(os.fspath(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast", "threads": str(threads)}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+
+    def encode(tmp: str) -> None:
+        with av.open(tmp, mode="w", format="mp4") as container:  # the temp name does not end in .mp4
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.options = {"crf": str(crf), "preset": "veryfast", "threads": str(threads)}
+            for frame in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
                 container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    os.replace(tmp, path)
+
+    atomic_write(path, encode)

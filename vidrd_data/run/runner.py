@@ -53,7 +53,7 @@ from vidrd_data.run.executors import EXECUTORS, execute
 from vidrd_data.run.options import RunOptions
 from vidrd_data.run.shard import ShardTask
 from vidrd_data.run.stage import RunnerError, StageAbort, stage_class
-from vidrd_io import fs
+from vidrd_io import fs, remote
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ Inputs = pa.Table | pa.RecordBatchReader | str | os.PathLike  # a path: a Parque
 
 @dataclass
 class RunSummary:
-    out_dir: Path
+    out_dir: Path | str  # a URL (str) for a manifest in an object store
     parts_total: int
     parts_skipped: int
     input_rows: int
@@ -85,7 +85,7 @@ def _batches(inputs: Inputs) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     if isinstance(inputs, pa.RecordBatchReader):
         return inputs.schema, iter(inputs)
     if isinstance(inputs, (str, os.PathLike)):
-        pf = pq.ParquetFile(inputs)
+        pf = pq.ParquetFile(inputs if remote.local_path(inputs) is not None else fs.open_read(inputs))
         return pf.schema_arrow, pf.iter_batches(batch_size=1 << 16)
     raise RunnerError(f"inputs must be a pyarrow Table, a RecordBatchReader or a Parquet path, not {type(inputs)}")
 
@@ -126,7 +126,7 @@ def _numbered(table: pa.Table, offset: int) -> pa.RecordBatch:
     return table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], table.schema)
 
 
-def _ingest(inputs: Inputs, shard_size: int, target: Path | None) -> tuple[pa.Schema, int, str]:
+def _ingest(inputs: Inputs, shard_size: int, target: Path | str | None) -> tuple[pa.Schema, int, str]:
     """Stream the input rows, hashing them (and writing them to `target`, one row group per shard when given);
     return their schema (with `input_row`), their count and the hash."""
     schema, shards = _shard_batches(inputs, shard_size)
@@ -175,15 +175,14 @@ def _our_file(name: str) -> bool:
     )
 
 
-def clear_output(out: Path) -> None:
+def clear_output(out: Path | str) -> None:
     """Remove what a run wrote into `out`, refusing to touch a directory that holds anything else."""
-    if not out.exists():
-        return
-    foreign = [p.name for p in out.iterdir() if not _our_file(p.name)]
+    names = fs.list_names(out)
+    foreign = [name for name in names if not _our_file(name)]
     if foreign:
         raise RunnerError(f"{out} holds files vidrd did not write (e.g. {foreign[0]}); not deleting it")
-    for p in out.iterdir():
-        p.unlink()
+    for name in names:
+        fs.remove(fs.join(out, name))
 
 
 def slurm_slice(shard_index: int | None, num_shards: int | None) -> tuple[int | None, int | None]:
@@ -213,23 +212,24 @@ def _slice_filter(shard_index: int | None, num_shards: int | None):
     return lambda i: i % num_shards == shard_index
 
 
-def _remove_incomplete(out: Path, mine=lambda i: True) -> None:
+def _remove_incomplete(out: Path | str, mine=lambda i: True) -> None:
     """Delete torn leftovers of an earlier run: parts without stats and temp files (only this slice's)."""
-    for p in out.iterdir():
-        m = re.match(r"^\.?part-(\d{5})\.", p.name)
+    names = fs.list_names(out)
+    for name in names:
+        m = re.match(r"^\.?part-(\d{5})\.", name)
         if not m or not mine(int(m.group(1))):
             continue
-        torn = p.name.startswith(".") and p.name.endswith(".tmp")
-        if torn or (mf.PART_RE.match(p.name) and not (out / mf.stats_name(int(m.group(1)))).exists()):
-            p.unlink(missing_ok=True)
+        torn = name.startswith(".") and name.endswith(".tmp")
+        if torn or (mf.PART_RE.match(name) and mf.stats_name(int(m.group(1))) not in names):
+            fs.remove(fs.join(out, name))
 
 
-def _existing_meta(out: Path) -> dict:
+def _existing_meta(out: Path | str) -> dict:
     """Return a manifest's `_manifest.json`, refusing one written under another schema version."""
     try:
-        meta = json.loads((out / mf.MANIFEST_FILE).read_text(encoding="utf-8"))
+        meta = json.loads(fs.read_text(fs.join(out, mf.MANIFEST_FILE)))
     except (OSError, ValueError) as exc:
-        raise RunnerError(f"{out / mf.MANIFEST_FILE} is unreadable ({exc}); pass --overwrite to start over") from None
+        raise RunnerError(f"{fs.join(out, mf.MANIFEST_FILE)} is unreadable ({exc}); pass --overwrite to start over") from None
     version = meta.get("schema_version") if isinstance(meta, dict) else None
     if version != mf.SCHEMA_VERSION:
         raise RunnerError(f"{out} was written with manifest schema version {version}, this vidrd writes "
@@ -277,7 +277,7 @@ def run_stage(
     if overwrite and shard_index is not None:
         raise RunnerError("--overwrite cannot be combined with --shard-index (slices share one output)")
     cls = stage_class(stage_name)
-    out = Path(out_dir)
+    out = fs.location(out_dir)  # a local Path, or a URL: parts are then uploaded whole, stats last
     if overwrite:
         clear_output(out)
     if mf.is_manifest(out):
@@ -295,10 +295,10 @@ def run_stage(
         if num_shards is not None and pinned is not None and pinned != num_shards:
             raise RunnerError(f"{out} is being built in {pinned} slices; this slice says --num-shards {num_shards}")
     else:
-        if out.exists() and any(not _our_file(p.name) for p in out.iterdir()):
+        if any(not _our_file(name) for name in fs.list_names(out)):
             raise RunnerError(f"{out} exists and is not a vidrd manifest; choose an empty or new --out")
-        out.mkdir(parents=True, exist_ok=True)
-        input_schema, num_inputs, inputs_hash = _ingest(inputs, shard_size, out / mf.INPUTS_FILE)
+        fs.makedirs(out)
+        input_schema, num_inputs, inputs_hash = _ingest(inputs, shard_size, fs.join(out, mf.INPUTS_FILE))
         schema = mf.output_schema(cls.fields, input_schema)
         meta = mf.new_meta(
             kind=cls.kind,
@@ -316,12 +316,12 @@ def run_stage(
                 "num_slices": num_shards,
             },
         )
-        fs.write_json_atomic(out / mf.MANIFEST_FILE, meta)
+        fs.write_json_atomic(fs.join(out, mf.MANIFEST_FILE), meta)
     _remove_incomplete(out, mine)
     root_abs = os.path.abspath(os.fspath(root)) if root is not None else None
     done = set(mf.Manifest.open(out, root=root_abs).complete_parts())
     n_parts = -(-num_inputs // shard_size)
-    inputs_path = str(out / mf.INPUTS_FILE)
+    inputs_path = str(fs.join(out, mf.INPUTS_FILE))
     tasks = [
         ShardTask(i, i * shard_size, min((i + 1) * shard_size, num_inputs), inputs_path, str(out), stage_name, params,
                   root_abs, schema)
@@ -349,13 +349,13 @@ def retry_failed(
         m = mf.Manifest.open(out_dir, root=root)
     except mf.ManifestError as exc:
         raise RunnerError(str(exc)) from None
-    inputs_path = m.path / mf.INPUTS_FILE
-    if not inputs_path.is_file():
+    inputs_path = fs.join(m.path, mf.INPUTS_FILE)
+    if not fs.is_file(inputs_path):
         raise RunnerError(f"{out_dir} has no {mf.INPUTS_FILE}: it was not written by a vidrd stage")
     shard_size = int(m.meta["shard_size"])
     m.require_complete(hint="a stage still running or killed? re-run it before retrying its failed rows")
     num_inputs = int(m.meta["num_inputs"])
-    schema = pq.read_schema(m.part_path(m.parts[0])) if m.parts else None
+    schema = m.schema() if m.parts else None
     stage_name, params = m.meta["stage"], m.meta["params"]
     tasks = [
         ShardTask(i, i * shard_size, min((i + 1) * shard_size, num_inputs), str(inputs_path), str(m.path), stage_name,
@@ -370,7 +370,7 @@ def retry_failed(
     return summarize(m.path, len(m.parts), len(m.parts) - len(tasks), time.perf_counter() - start)
 
 
-def summarize(out: Path, parts_total: int, parts_skipped: int, wall: float) -> RunSummary:
+def summarize(out: Path | str, parts_total: int, parts_skipped: int, wall: float) -> RunSummary:
     stats = mf.Manifest.open(out).stats()
     return RunSummary(
         out_dir=out,

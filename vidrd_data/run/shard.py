@@ -7,13 +7,12 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vidrd_data import manifest as mf
 from vidrd_data.run.stage import Stage, StageAbort, stage_class
-from vidrd_io import fs
+from vidrd_io import fs, remote
 
 log = logging.getLogger(__name__)
 
@@ -112,17 +111,18 @@ class ShardTask:
 
 def read_rows(inputs_path: str, start: int, stop: int) -> list[dict]:
     """Return input rows `start` to `stop` of a Parquet file, reading only the row groups that hold them."""
-    pf = pq.ParquetFile(inputs_path)
-    groups, first, offset = [], None, 0
-    for g in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
-        if offset < stop and offset + n > start:
-            groups.append(g)
-            first = offset if first is None else first
-        offset += n
-    if not groups:
-        return []
-    table = pf.read_row_groups(groups)
+    with fs.open_read(inputs_path) as f:
+        pf = pq.ParquetFile(f)
+        groups, first, offset = [], None, 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if offset < stop and offset + n > start:
+                groups.append(g)
+                first = offset if first is None else first
+            offset += n
+        if not groups:
+            return []
+        table = pf.read_row_groups(groups)
     return table.slice(start - first, stop - start).to_pylist()
 
 
@@ -135,14 +135,15 @@ def run_shard(task: ShardTask, report=None) -> dict:
     report = report or (lambda ok, failed: None)
     start = time.perf_counter()
     stage = _get_stage(task.stage_name, task.params, task.root)
-    stage.work_dir = task.out_dir
-    out_dir = Path(task.out_dir)
+    # state a stage appends to across resumes (the decode failure log) stays local: object stores cannot append
+    stage.work_dir = str(remote.local_state_dir(task.out_dir))
+    out_dir = fs.location(task.out_dir)
     rows = read_rows(task.inputs_path, task.start, task.stop)
     inputs_by_row = {r["input_row"]: r for r in rows}
     kept: list[dict] = []
     todo = rows
     if task.retry:
-        existing = pq.read_table(out_dir / mf.part_name(task.index)).to_pylist()
+        existing = mf.read_parquet(fs.join(out_dir, mf.part_name(task.index))).to_pylist()
         failed_inputs = {r["input_row"] for r in existing if r["status"] == "failed"}
         kept = [r for r in existing if r["input_row"] not in failed_inputs]
         todo = [r for r in rows if r["input_row"] in failed_inputs]
@@ -164,7 +165,7 @@ def run_shard(task: ShardTask, report=None) -> dict:
     stats["part"] = task.index
     if task.retry:
         stats["retried_input_rows"] = len(todo)
-        (out_dir / mf.stats_name(task.index)).unlink(missing_ok=True)  # part is incomplete while rewritten
-    fs.write_parquet_atomic(out_dir / mf.part_name(task.index), table)
-    fs.write_json_atomic(out_dir / mf.stats_name(task.index), stats)
+        fs.remove(fs.join(out_dir, mf.stats_name(task.index)))  # part is incomplete while rewritten
+    fs.write_parquet_atomic(fs.join(out_dir, mf.part_name(task.index)), table)
+    fs.write_json_atomic(fs.join(out_dir, mf.stats_name(task.index)), stats)  # the done-marker: last
     return stats

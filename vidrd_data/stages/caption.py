@@ -192,7 +192,7 @@ class ClipDecoder:
         if not row.get("source_path"):
             raise ValueError("no video path")
         prompt = self.prompt_for(row)
-        path = local_file(self.resolve(row["source_path"]))  # a tar/Parquet member: its cached copy
+        path = local_file(self.resolve(row["source_path"]))  # a URL or a tar/Parquet member: its cached copy
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no such file: {path}")
         if os.path.getsize(path) == 0:
@@ -599,14 +599,14 @@ def prepare(input: str, **arguments: Any) -> StageJob:
         table, base = sources.ucf101_split(split_file, root=path, source_dataset=args.source_dataset)
     elif (layout := sources.video_layout(input, source_dataset=args.source_dataset)) is not None:  # video2dataset
         table, base = layout
-    elif path.is_dir() and mf.is_manifest(path):
-        table, base = sources.manifest_rows(path, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
+    elif (path.is_dir() or mf.is_uri(str(input))) and mf.is_manifest(input):  # a manifest directory, or one at a URL
+        table, base = sources.manifest_rows(input, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
         if table.num_rows == 0:
             raise InputError(f"{path} has no ok rows of kind video_clip")
     elif path.is_dir():
         table, base = sources.video_folder(path, layout=args.layout, source_dataset=args.source_dataset)
     else:
-        table, base = sources.video_list(path, path_col=args.path_col, root=args.root,
+        table, base = sources.video_list(input, path_col=args.path_col, root=args.root,
                                          source_dataset=args.source_dataset)
     try:
         check_model(model)

@@ -10,7 +10,6 @@ opened (and, with `--materialize`, rendered and written) in decode worker proces
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,9 @@ from vidrd_data.ops.motion import (EASINGS, MOTION_TYPE, MOTIONS, draw_motion, o
 from vidrd_data.run.decode import DecodesRows
 from vidrd_data.run.stage import Stage, StageJob
 from vidrd_data.sources import InputError
+from vidrd_io import fs
 from vidrd_io.images import open_image
+from vidrd_io.remote import is_url
 
 
 @dataclass
@@ -68,7 +69,7 @@ def write_pseudo_video(path: str, motion: dict, size: tuple[int, int], frames: i
     """Render a pseudo-video and write it as an mp4 (a decode worker's task for `--materialize`); return `target`."""
     from vidrd_io.video import write_mp4
 
-    write_mp4(Path(target), render_pseudo_video(open_image(path), motion, size, frames), fps)
+    write_mp4(target, render_pseudo_video(open_image(path), motion, size, frames), fps)
     return target
 
 
@@ -159,8 +160,8 @@ class PseudoVideo(DecodesRows, Stage):
             "image_note": note,
         }
         if self.materialize:
-            target = Path(self.materialize) / f"{out['sample_id']}.mp4"
-            if not target.is_file():
+            target = fs.join(self.materialize, f"{out['sample_id']}.mp4")  # a directory, or a URL prefix
+            if not fs.is_file(target):
                 path = self.resolve(row["source_path"])
                 self.decode_pool().submit(write_pseudo_video, path, motion, (out_w, out_h), self.frames, self.fps,
                                           str(target), path=path).result()
@@ -214,7 +215,7 @@ def prepare(input: str, **arguments: Any) -> StageJob:
         "pan_range": _range(a.pan_range, "pan_range"), "easing": easing, "min_side": a.min_side,
         "max_aspect": a.max_aspect, "min_caption_words": a.min_caption_words,
         "max_caption_words": a.max_caption_words,
-        "materialize": os.path.abspath(materialize) if materialize else None,
+        "materialize": (materialize if is_url(materialize) else os.path.abspath(materialize)) if materialize else None,
     }
     try:
         MotionConfig(probs=params["motion_probs"], zoom_range=tuple(params["zoom_range"]),

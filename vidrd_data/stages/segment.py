@@ -604,8 +604,8 @@ def prepare(input: str, **arguments: Any) -> StageJob:
     path = Path(input)
     if (layout := sources.video_layout(input, source_dataset=args.source_dataset)) is not None:  # video2dataset
         table, base = layout
-    elif path.is_dir() and mf.is_manifest(path):
-        table, base = sources.manifest_rows(path, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
+    elif (path.is_dir() or mf.is_uri(str(input))) and mf.is_manifest(input):  # a manifest directory, or one at a URL
+        table, base = sources.manifest_rows(input, kind="video_clip", root=args.root, allow_partial=args.allow_partial)
         if table.num_rows == 0:
             raise InputError(f"{path} has no ok rows of kind video_clip")
     elif path.is_dir():
@@ -616,6 +616,6 @@ def prepare(input: str, **arguments: Any) -> StageJob:
         base = path.resolve().parent
         table = pa.table({"source_path": [path.name], "source_dataset": [args.source_dataset or base.name]})
     else:
-        table, base = sources.video_list(path, path_col=args.path_col, root=args.root,
+        table, base = sources.video_list(input, path_col=args.path_col, root=args.root,
                                          source_dataset=args.source_dataset)
     return StageJob("segment", params, table, base, [str(input)])
