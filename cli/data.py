@@ -237,7 +237,7 @@ def _print_info(info: dict) -> None:
     for col in info["schema"]:
         schema.add_row(col["name"], col["type"])
     out.print(schema)
-    for key in ("by_kind", "by_source_dataset", "by_status", "top_failure_reasons"):
+    for key in ("by_kind", "by_source_dataset", "by_status", "filtered_by", "top_failure_reasons"):
         if info[key]:
             t = Table(title=key.replace("_", " "))
             t.add_column("value")

@@ -24,10 +24,17 @@ def write_report(recipe, out: Path, mixed: mf.Manifest, per_source: dict) -> dic
     The manifest is read part by part; what is kept across parts is counts, plus the positive clip
     durations (8 bytes a clip) for their histogram.
     """
-    by_source_kind, splits, seconds = Counter(), Counter(), Counter()
+    by_source_kind, splits, seconds, filtered = Counter(), Counter(), Counter(), Counter()
     word_counts = np.zeros(0, np.int64)
     positive, total_seconds, rows = [], 0.0, 0
-    for table in mixed.iter_parts(columns=["source", "kind", "split", "caption", "start_time", "end_time"]):
+    has_filter = "filter" in mixed.schema().names
+    columns = ["source", "kind", "split", "caption", "start_time", "end_time", "status"] + (["filter"] if has_filter else [])
+    for table in mixed.iter_parts(columns=columns):
+        if has_filter:  # rows a filter left out (near duplicates) are counted, never mixed into the statistics
+            left = table.filter(pc.equal(table["status"], "filtered"))
+            for r in left.group_by(["source", "filter"]).aggregate([([], "count_all")]).to_pylist():
+                filtered[f"{r['source']}/{r['filter']}"] += r["count_all"]
+        table = table.filter(pc.equal(table["status"], "ok"))
         rows += table.num_rows
         durations = pc.subtract(table["end_time"], table["start_time"]).to_numpy(zero_copy_only=False).astype(float)
         durations = np.where(np.isnan(durations), 0.0, durations)
@@ -54,6 +61,7 @@ def write_report(recipe, out: Path, mixed: mf.Manifest, per_source: dict) -> dic
         "mixed_manifest": str(mixed.path),
         "rows": rows,
         "splits": dict(splits),
+        "filtered": dict(sorted(filtered.items())),
         "rows_by_source_and_kind": {f"{s}/{k}": n for (s, k), n in sorted(by_source_kind.items())},
         "hours_by_source": {s: round(seconds[s] / 3600, 4) for s in sorted(seconds)},
         "hours_total": round(total_seconds / 3600, 4),
