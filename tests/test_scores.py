@@ -154,3 +154,25 @@ def test_bad_score_options_are_one_line_and_exit_2(tmp_path, capsys, argv, needl
     manifest, _ = _clips_manifest(tmp_path)
     code, _, err = run_cli(main, capsys, "score", str(manifest), "--out", str(tmp_path / "o"), *argv)
     assert needle in assert_one_line_error(code, err, "vidrd-data")
+
+
+def test_build_report_shows_score_distributions_what_each_filter_removed_and_extreme_clips(tmp_path):
+    from PIL import Image
+
+    from vidrd_data.mix.mix import mix
+
+    manifest, _ = _clips_manifest(tmp_path)
+    out = tmp_path / "build"
+    job = score.prepare(str(manifest), scores="motion,blur", min_motion=0.5)
+    run_stage(job.stage, job.params, job.inputs, out / "sources" / "scored", root=job.root,
+              input_desc=job.input_desc, progress=False, workers=1)
+    recipe = mix_corpus.recipe(tmp_path / "root")
+    recipe.sources = [mix_corpus.Source(name="scored", stage="score", input="-")]
+    report = mix(recipe, out)
+    assert report["sources"]["scored"]["filtered_by"] == {"min_motion": 1}
+    assert report["scores"]["motion"]["rows"] == 1 and report["scores"]["motion"]["min"] > 0.5  # the pan alone
+    assert set(report["score_sheets"]) == {"motion", "frame_diff", "sharpness"}
+    sheet = Image.open(out / report["score_sheets"]["motion"])
+    assert sheet.height > 128  # one line: the one ok clip is both the lowest and the highest
+    text = (out / "report.md").read_text()
+    assert "| scored | min_motion | 1 | its stage |" in text and "| motion | 1 |" in text

@@ -344,9 +344,15 @@ def _stage_stats(m: mf.Manifest) -> dict:
         filtered += stats.get("filtered", 0)
         for reason, count in stats.get("failure_reasons", {}).items():
             reasons[reason] = reasons.get(reason, 0) + count
-    return {"rows": rows, "failed": failed, "filtered": filtered,
-            "failure_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-            "capped": 0, "duplicates": 0, "unreadable": 0}
+    stats = {"rows": rows, "failed": failed, "filtered": filtered,
+             "failure_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+             "capped": 0, "duplicates": 0, "unreadable": 0}
+    if filtered and "filter" in m.schema().names:  # what each of the stage's filters left out (two small columns)
+        by_filter = Counter()
+        for table in m.iter_parts(columns=["filter"], status="filtered"):
+            by_filter.update(table["filter"].to_pylist())
+        stats["filtered_by"] = dict(by_filter.most_common())
+    return stats
 
 
 def _drop_unreadable(recipe: Recipe, files: list[list[Path]], keep: list[np.ndarray], per_source: dict) -> None:

@@ -7,9 +7,11 @@ A scorer has `name`, `columns` (its manifest columns, the first being the one it
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
 # Score name → "module:Class", imported lazily so that a run loads only the libraries its scores need.
 SCORES = {
@@ -28,3 +30,14 @@ class Clip:
     stills: np.ndarray  # uint8 (n, H, W, 3), RGB
     pairs: list[tuple[np.ndarray, np.ndarray]]  # adjacent frames (t, t + 1/fps); empty for a still image
     caption: str | None
+
+
+def scorer_class(name: str):
+    """Return the class of score `name` (a key of `SCORES`)."""
+    module, _, attr = SCORES[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def score_columns() -> list[pa.Field]:
+    """Return every score's columns, in `SCORES` order."""
+    return [f for name in SCORES for f in scorer_class(name).columns]

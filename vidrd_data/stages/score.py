@@ -12,18 +12,16 @@ nothing vanishes. Each score's model and the sha256 of its weights are recorded 
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from vidrd_data import manifest as mf
 from vidrd_data.run.stage import Stage, StageJob
-from vidrd_data.scores import SCORES, Clip
+from vidrd_data.scores import SCORES, Clip, score_columns, scorer_class
 from vidrd_data.sources import InputError
 
 SCORED_ID = "_sample_id"  # the input row's sample id: a scored row keeps it (input columns with `_` are not carried)
@@ -86,11 +84,6 @@ FILTERS = {
 }
 
 
-def _scorer_class(name: str):
-    module, _, attr = SCORES[name].partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def build_scorers(params: dict) -> list:
     """Return the scorers `params["scores"]` names, the CLIP model loaded once for those that need it."""
     names = ScoreOptions(**{k: params[k] for k in (f.name for f in fields(ScoreOptions))}).names()
@@ -102,7 +95,7 @@ def build_scorers(params: dict) -> list:
                          params["device"] or "cpu")
     scorers = []
     for name in names:
-        cls = _scorer_class(name)
+        cls = scorer_class(name)
         if name == "aesthetic":
             scorers.append(cls(clip, params["aesthetic_head"]))
         elif name == "clip_similarity":
@@ -177,16 +170,7 @@ class ScoreClips(Stage):
         return None
 
 
-def _score_columns() -> list[pa.Field]:
-    """Return every score's columns (all declared, null where a score did not run), then the filter's."""
-    columns = []
-    for name in SCORES:
-        module, _, attr = SCORES[name].partition(":")
-        columns += getattr(importlib.import_module(module), attr).columns
-    return columns + list(mf.FILTER_FIELDS)
-
-
-ScoreClips.fields = _score_columns()
+ScoreClips.fields = score_columns() + list(mf.FILTER_FIELDS)  # every score's (null where it did not run)
 
 
 def prepare(input: str, **arguments: Any) -> StageJob:
