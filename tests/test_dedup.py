@@ -76,3 +76,21 @@ def test_consumers_treat_a_near_duplicate_as_not_ok_and_validate_accepts_it(tmp_
     rows, left_out = read_rows([str(out / "mixed")], split=None)
     assert not any(p.endswith("near_05.png") for p in rows["path"].to_pylist()) and left_out["status filtered"] == 1
     assert any(p.endswith("img_05.png") for p in rows["path"].to_pylist())
+
+
+def test_column_embeddings_read_as_one_block_equal_those_read_row_by_row(tmp_path):
+    import pyarrow.parquet as pq
+
+    vectors = np.random.default_rng(2).normal(size=(5, 4))
+    full = pa.table({"emb": pa.array(vectors.tolist(), pa.list_(pa.float64()))})
+    holed = pa.table({"emb": pa.array([*vectors[:4].tolist(), None], pa.list_(pa.float64()))})
+    pq.write_table(full, tmp_path / "full.parquet")
+    pq.write_table(holed, tmp_path / "holed.parquet")
+    recipe = mix_corpus.recipe(tmp_path, near_dup_threshold=0.9)
+    recipe.near_dup_embedding = "column:emb"
+    keep = [np.array([True, False, True, True, True])]
+    where, block = dedup.kept_embeddings(recipe, [tmp_path / "full.parquet"], keep)
+    where_h, rowwise = dedup.kept_embeddings(recipe, [tmp_path / "holed.parquet"], keep)
+    assert where.tolist() == [0, 2, 3, 4] and where_h.tolist() == [0, 2, 3]
+    np.testing.assert_allclose(block[:3], rowwise)
+    np.testing.assert_allclose(block, vectors[[0, 2, 3, 4]].astype(np.float32))

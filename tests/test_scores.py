@@ -37,10 +37,10 @@ def _clip(frames):
 
 def test_a_static_clip_scores_less_motion_than_a_pan_and_is_flagged_static():
     static, pan = MotionScore()(_clip(_static())), MotionScore()(_clip(_pan()))
-    assert static["motion"] < 0.1 < pan["motion"] and static["frame_diff"] < pan["frame_diff"]
+    assert static["motion_flow"] < 0.1 < pan["motion_flow"] and static["frame_diff"] < pan["frame_diff"]
     assert static["motion_flag"] == "static" and pan["motion_flag"] is None
     # a pan at 3 px/frame on 200-px-high frames is ~1.9 px/frame at the 128-px flow scale
-    assert 1.2 < pan["motion"] < 2.6
+    assert 1.2 < pan["motion_flow"] < 2.6
 
 
 def test_camera_shake_back_and_forth_is_flagged_and_a_steady_pan_is_not():
@@ -133,8 +133,8 @@ def test_score_stage_keeps_every_row_and_id_filters_the_static_clip_and_records_
     t = {r["source_path"]: r for r in m.read().to_pylist()}
     assert [t[r["source_path"]]["sample_id"] for r in rows[:2]] == [r["sample_id"] for r in rows[:2]]
     assert t["v/static.mp4"]["status"] == "filtered" and t["v/static.mp4"]["filter"] == "min_motion"
-    assert t["v/static.mp4"]["filter_score"] == t["v/static.mp4"]["motion"] < 0.5
-    assert t["v/pan.mp4"]["status"] == "ok" and t["v/pan.mp4"]["motion"] > 0.5 and t["v/pan.mp4"]["filter"] is None
+    assert t["v/static.mp4"]["filter_score"] == t["v/static.mp4"]["motion_flow"] < 0.5
+    assert t["v/pan.mp4"]["status"] == "ok" and t["v/pan.mp4"]["motion_flow"] > 0.5 and t["v/pan.mp4"]["filter"] is None
     assert t["v/broken.mp4"]["status"] == "failed" and t["v/broken.mp4"]["error"]
     assert all(t[p][c] is not None for p in ("v/static.mp4", "v/pan.mp4")
                for c in ("aesthetic", "clip_similarity", "sharpness"))
@@ -170,9 +170,9 @@ def test_build_report_shows_score_distributions_what_each_filter_removed_and_ext
     recipe.sources = [mix_corpus.Source(name="scored", stage="score", input="-")]
     report = mix(recipe, out)
     assert report["sources"]["scored"]["filtered_by"] == {"min_motion": 1}
-    assert report["scores"]["motion"]["rows"] == 1 and report["scores"]["motion"]["min"] > 0.5  # the pan alone
-    assert set(report["score_sheets"]) == {"motion", "frame_diff", "sharpness"}
-    sheet = Image.open(out / report["score_sheets"]["motion"])
+    assert report["scores"]["motion_flow"]["rows"] == 1 and report["scores"]["motion_flow"]["min"] > 0.5  # the pan alone
+    assert set(report["score_sheets"]) == {"motion_flow", "frame_diff", "sharpness"}
+    sheet = Image.open(out / report["score_sheets"]["motion_flow"])
     assert sheet.height > 128  # one line: the one ok clip is both the lowest and the highest
     text = (out / "report.md").read_text()
-    assert "| scored | min_motion | 1 | its stage |" in text and "| motion | 1 |" in text
+    assert "| scored | min_motion | 1 | its stage |" in text and "| motion_flow | 1 |" in text

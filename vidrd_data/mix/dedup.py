@@ -264,8 +264,14 @@ def kept_embeddings(recipe, files: list, keep: list[np.ndarray]) -> tuple[np.nda
     for path, mask in zip(files, keep):
         rows = np.flatnonzero(mask)
         if how.startswith("column:"):
-            column = pq.read_table(path, columns=[how[len("column:"):]]).column(0).take(pa.array(rows)).to_pylist()
-            found = [None if v is None else np.asarray(v, np.float32) for v in column]
+            column = pq.read_table(path, columns=[how[len("column:"):]]).column(0).take(pa.array(rows))
+            column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+            lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy()
+            if len(column) and column.null_count == 0 and (lengths == lengths[0]).all():  # the usual case: one block
+                flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32)
+                found = list(flat.reshape(len(column), -1))
+            else:
+                found = [None if v is None else np.asarray(v, np.float32) for v in column.to_pylist()]
         else:
             embed = thumbnail_embedding if how == "thumbnail" else histogram_embedding
             table = pq.read_table(path, columns=["kind", "source_path", "start_time", "end_time"]).take(pa.array(rows))

@@ -450,10 +450,16 @@ def _near_duplicates(recipe: Recipe, files: list[list[Path]], keep: list[np.ndar
         per_source[name]["cluster_capped"] = per_source[name].get("cluster_capped", 0) + int(
             (before[span] & ~result.filtered[span] & ~keep_all[span]).sum())
         keep[f][:] = keep_all[span]
-    units = np.concatenate([pq.read_table(p, columns=[SPLIT_UNIT])[SPLIT_UNIT].to_numpy(zero_copy_only=False)
-                            for p in flat_files]) if flat_files else np.zeros(0, object)
-    pairs = [(units[r], units[d]) for r, d in zip(np.flatnonzero(result.filtered), result.duplicate_of[result.filtered])]
-    result.split_root = dedup.split_components(pairs)
+    rows = np.flatnonzero(result.filtered)
+    needed = np.unique(np.concatenate([rows, result.duplicate_of[rows]]))  # only these rows' units are read
+    units = {}
+    for f, path in enumerate(flat_files):
+        mine = needed[(needed >= offsets[f]) & (needed < offsets[f + 1])]
+        if len(mine):
+            column = pq.read_table(path, columns=[SPLIT_UNIT])[SPLIT_UNIT].take(pa.array(mine - offsets[f]))
+            units.update(zip(mine.tolist(), column.to_pylist()))
+    result.split_root = dedup.split_components([(units[r], units[d]) for r, d in
+                                                zip(rows.tolist(), result.duplicate_of[rows].tolist())])
     return result
 
 

@@ -88,7 +88,9 @@ def _score_values(mixed: mf.Manifest) -> dict[str, np.ndarray]:
     """Return each numeric score column's finite values over the ok rows (8 bytes a row per score)."""
     from vidrd_data.scores import score_columns
 
-    names = [f.name for f in score_columns() if pa.types.is_floating(f.type) and f.name in mixed.schema().names]
+    schema = mixed.schema()
+    names = [f.name for f in score_columns()
+             if f.name in schema.names and pa.types.is_floating(schema.field(f.name).type)]
     values = {n: [] for n in names}
     for table in (mixed.iter_parts(columns=names, status="ok") if names else []):
         for n in names:

@@ -1,9 +1,9 @@
 """Motion: OpenCV Farneback optical flow between adjacent frames at a few points of the clip, plus a frame
 difference; flags near-static clips and camera shake.
 
-`motion` is the mean flow magnitude in pixels per frame on frames scaled to a 128-pixel short side (so clips of
-any resolution compare); `frame_diff` the mean absolute grey difference of the same pairs (0–1), a cheap check
-that needs no flow. `motion_flag` is `static` when `motion` < 0.1 px/frame, and `shake` when the pairs' global
+`motion_flow` is the mean flow magnitude in pixels per frame on frames scaled to a 128-pixel short side (so clips of
+any resolution compare; not `motion`, the pseudo-videos' camera-motion column); `frame_diff` the mean absolute grey difference of the same pairs (0–1), a cheap check
+that needs no flow. `motion_flag` is `static` when `motion_flow` < 0.1 px/frame, and `shake` when the pairs' global
 motions (the median flow vector of each pair) are large (> 0.5 px/frame on average) yet point in inconsistent
 directions (the length of their mean is < 0.4 of their mean length): a pan or a tracking shot moves one way,
 a shaking camera back and forth. Both thresholds are ours (the issue names the flags, not their values).
@@ -33,7 +33,7 @@ def _grey(frame: np.ndarray) -> np.ndarray:
 
 class MotionScore:
     name = "motion"
-    columns = [pa.field("motion", pa.float64()), pa.field("frame_diff", pa.float64()),
+    columns = [pa.field("motion_flow", pa.float64()), pa.field("frame_diff", pa.float64()),
                pa.field("motion_flag", pa.string())]
 
     def identity(self) -> dict:
@@ -43,11 +43,11 @@ class MotionScore:
         return {"name": f"opencv-{cv2.__version__} farneback flow at {FLOW_SIDE}px", "sha256": None}
 
     def __call__(self, clip: Clip) -> dict:
-        """Return motion, frame_diff and motion_flag (all None for a still image, which has no frame pairs)."""
+        """Return motion_flow, frame_diff and motion_flag (all None for a still image, which has no frame pairs)."""
         import cv2
 
         if not clip.pairs:
-            return {"motion": None, "frame_diff": None, "motion_flag": None}
+            return {"motion_flow": None, "frame_diff": None, "motion_flag": None}
         magnitudes, diffs, vectors = [], [], []
         for a, b in clip.pairs:
             ga, gb = _grey(a), _grey(b)
@@ -64,4 +64,4 @@ class MotionScore:
         elif len(vectors) >= 3 and lengths.mean() > SHAKE_PX and \
                 np.linalg.norm(vectors.mean(axis=0)) < SHAKE_CONSISTENCY * lengths.mean():
             flag = "shake"
-        return {"motion": motion, "frame_diff": float(np.mean(diffs)), "motion_flag": flag}
+        return {"motion_flow": motion, "frame_diff": float(np.mean(diffs)), "motion_flag": flag}

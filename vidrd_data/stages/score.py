@@ -40,8 +40,8 @@ class ScoreOptions:
     frames: int = _option(3, "Stills per clip that the scores read.")
     frame_size: int = _option(360, "Short side the stills are scaled to (sharpness and text area depend on it).")
     min_sharpness: float | None = _option(None, "Filter rows whose sharpness (Laplacian variance) is lower.")
-    min_motion: float | None = _option(None, "Filter rows whose motion (px/frame at 128 px) is lower (static).")
-    max_motion: float | None = _option(None, "Filter rows whose motion is higher.")
+    min_motion: float | None = _option(None, "Filter rows whose motion_flow (px/frame at 128 px) is lower (static).")
+    max_motion: float | None = _option(None, "Filter rows whose motion_flow is higher.")
     filter_shake: bool = _option(False, "Filter rows whose motion_flag is shake.")
     max_ocr_area: float | None = _option(None, "Filter rows whose text area (fraction of the frame) is larger.")
     min_aesthetic: float | None = _option(None, "Filter rows whose aesthetic score is lower.")
@@ -76,8 +76,8 @@ class ScoreOptions:
 # option → (column, keeps the row when); checked in this order, the first that fails names the filter
 FILTERS = {
     "min_sharpness": ("sharpness", lambda v, t: v >= t),
-    "min_motion": ("motion", lambda v, t: v >= t),
-    "max_motion": ("motion", lambda v, t: v <= t),
+    "min_motion": ("motion_flow", lambda v, t: v >= t),
+    "max_motion": ("motion_flow", lambda v, t: v <= t),
     "max_ocr_area": ("ocr_area", lambda v, t: v <= t),
     "min_aesthetic": ("aesthetic", lambda v, t: v >= t),
     "min_clip_similarity": ("clip_similarity", lambda v, t: v >= t),
@@ -166,7 +166,7 @@ class ScoreClips(Stage):
             if threshold is not None and value is not None and not keeps(value, threshold):
                 return option, float(value)
         if self.params.get("filter_shake") and row.get("motion_flag") == "shake":
-            return "filter_shake", row.get("motion")
+            return "filter_shake", row.get("motion_flow")
         return None
 
 
