@@ -176,3 +176,19 @@ def test_build_report_shows_score_distributions_what_each_filter_removed_and_ext
     assert sheet.height > 128  # one line: the one ok clip is both the lowest and the highest
     text = (out / "report.md").read_text()
     assert "| scored | min_motion | 1 | its stage |" in text and "| motion_flow | 1 |" in text
+
+
+def test_the_aesthetic_and_similarity_scores_of_one_clip_embed_its_frames_once(tiny_clip):
+    from vidrd_data.scores.aesthetic import AestheticScore
+    from vidrd_data.scores.clip_similarity import ClipModel, ClipSimilarityScore
+
+    clip_files, head = tiny_clip
+    model = ClipModel("x", None, str(clip_files.config_path), str(clip_files.checkpoint_path), "cpu")
+    calls = []
+    encode = model.model.encode_image
+    model.model.encode_image = lambda *a, **k: calls.append(1) or encode(*a, **k)
+    clip = Clip(_pan()[[1, 5]], [], "a texture")
+    AestheticScore(model, head)(clip), ClipSimilarityScore(model)(clip)
+    assert len(calls) == 1
+    ClipSimilarityScore(model)(Clip(_pan()[[1, 5]], [], "a texture"))  # another clip: embedded again
+    assert len(calls) == 2

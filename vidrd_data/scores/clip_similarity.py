@@ -27,6 +27,7 @@ class ClipModel:
             model, pretrained, config=config, checkpoint=checkpoint, device=self.device,
             hint="offline, pass --clip-config and --clip-checkpoint")
         self.tokenizer = open_clip.get_tokenizer(Path(config).stem if config else model)
+        self._last = None
         self.weights = checkpoint if checkpoint and os.path.isfile(checkpoint) else (
             pretrained if pretrained and os.path.isfile(pretrained) else None)
 
@@ -37,13 +38,18 @@ class ClipModel:
         return {"name": self.model_id, "sha256": file_sha256(self.weights) if self.weights else None}
 
     def images(self, frames: np.ndarray):
-        """Return the frames' unit image embeddings, a float32 torch tensor `(n, d)` on the CPU."""
+        """Return the frames' unit image embeddings, a float32 torch tensor `(n, d)` on the CPU; the same array
+        asked again (the aesthetic and similarity scores of one clip) is embedded once."""
         import torch
         from PIL import Image
 
+        if self._last is not None and self._last[0] is frames:
+            return self._last[1]
         pixels = torch.stack([self.preprocess(Image.fromarray(f)) for f in frames]).to(self.device)
         with torch.inference_mode():
-            return self.model.encode_image(pixels, normalize=True).float().cpu()
+            embedded = self.model.encode_image(pixels, normalize=True).float().cpu()
+        self._last = (frames, embedded)  # holding `frames` keeps its identity from being reused
+        return embedded
 
     def text(self, caption: str):
         """Return the caption's unit text embedding `(d,)` on the CPU."""
