@@ -14,6 +14,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def synthetic(n: int, d: int, concepts: int, duplicates: float, seed: int):
@@ -39,6 +40,7 @@ def synthetic(n: int, d: int, concepts: int, duplicates: float, seed: int):
 
 def one(n: int, d: int, threshold: float, concepts: int, duplicates: float, threads: int) -> dict:
     import faiss
+    import numpy as np
 
     from vidrd_data.mix import dedup
 
@@ -50,7 +52,7 @@ def one(n: int, d: int, threshold: float, concepts: int, duplicates: float, thre
     found = dedup.semantic_duplicates(x, threshold)
     took = time.perf_counter() - t0
     flagged = found.duplicate_of >= 0
-    sizes = __import__("numpy").bincount(found.cluster)
+    sizes = np.bincount(found.cluster)
     return {"rows": n, "dim": d, "clusters": int((sizes > 0).sum()), "largest cluster": int(sizes.max()),
             "threshold": threshold, "planted copies": len(copies), "copies found": int(flagged[copies].sum()),
             "flagged in all": int(flagged.sum()), "make data s": round(made, 1), "dedup s": round(took, 1),
@@ -82,11 +84,10 @@ def main(argv: list[str]) -> list[dict]:
 
 
 if __name__ == "__main__":
-    if "--one" in sys.argv:
-        sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    if "--one" in sys.argv:  # the child process of one configuration
         main(sys.argv[1:])
     else:
-        sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
         from benchmarks.run import print_table
 
         print_table("dedup", main(sys.argv[1:]))

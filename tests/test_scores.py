@@ -1,11 +1,9 @@
 """The score stage and its scores: sensible orderings on built media, models in their real file formats, and
 thresholds that leave rows `filtered` (never gone)."""
 
-import json
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from cli.data import main
