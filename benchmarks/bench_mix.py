@@ -132,8 +132,9 @@ if spec.get("old"):
 else:
     from vidrd_data.mix.recipe import Recipe, Source
     from vidrd_data.mix.mix import mix
+extra = {} if spec.get("old") else {"split_by": spec["split_by"]}  # the old code knew only the sample split
 recipe = Recipe(path=Path(spec["root"]) / "bench.toml", root=Path(spec["root"]), val_fraction=0.01, seed=0,
-                dedup="exact", sources=[Source(name=s["name"], stage="segment", input="-", weight=s["weight"],
+                dedup="exact", **extra, sources=[Source(name=s["name"], stage="segment", input="-", weight=s["weight"],
                                                cap=s["cap"]) for s in spec["sources"]])
 report = mix(recipe, Path(spec["build"]))
 print(json.dumps({"wall_s": time.perf_counter() - t0, "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -163,12 +164,12 @@ def _digest(mixed: Path) -> str:
     return h.hexdigest()[:8]
 
 
-def bench(rows: int, part_rows: int, tmp: Path, tree: Path, old: bool = False) -> dict:
+def bench(rows: int, part_rows: int, tmp: Path, tree: Path, old: bool = False, split_by: str = "source") -> dict:
     base = tmp / f"{'old' if old else 'new'}-{rows}"
     t0 = time.perf_counter()
     spec = write_sources(base, rows, part_rows)
     write_s = time.perf_counter() - t0
-    result = run_mix({**spec, "old": old}, tree)
+    result = run_mix({**spec, "old": old, "split_by": split_by}, tree)
     mixed = Path(spec["build"]) / "mixed"
     digest = _digest(mixed)
     dup = sum(s["duplicates"] for s in result["sources"].values())
@@ -205,7 +206,7 @@ def main(argv: list[str]) -> list[dict]:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         if args.old_tree is not None:
             results.append(bench(args.old_rows, args.part_rows, Path(tmp), args.old_tree, old=True))
-            results.append(bench(args.old_rows, args.part_rows, Path(tmp), REPO))
+            results.append(bench(args.old_rows, args.part_rows, Path(tmp), REPO, split_by="sample"))  # same splits
         for rows in (int(r) for r in args.rows.split(",")):
             results.append(bench(rows, args.part_rows, Path(tmp), REPO))
     return results

@@ -32,9 +32,10 @@ def _check_out(path: Path) -> None:
 
 def _print_summary(summary) -> None:
     s = summary
+    filtered = s.output_rows - s.ok - s.failed  # rows a filter left out (the score stage's thresholds)
     out.print(
         f"[bold]{s.out_dir}[/]: {s.output_rows} samples from {s.input_rows} inputs "
-        f"([green]{s.ok} ok[/], [red]{s.failed} failed[/]); parts {s.parts_total} "
+        f"([green]{s.ok} ok[/], [red]{s.failed} failed[/]{f', {filtered} filtered' if filtered else ''}); parts {s.parts_total} "
         f"({s.parts_skipped} already complete), {s.wall_time_s:.1f} s"
     )
 
@@ -277,7 +278,7 @@ def _print_info(info: dict) -> None:
     for col in info["schema"]:
         schema.add_row(col["name"], col["type"])
     out.print(schema)
-    for key in ("by_kind", "by_source_dataset", "by_status", "top_failure_reasons"):
+    for key in ("by_kind", "by_source_dataset", "by_status", "filtered_by", "top_failure_reasons"):
         if info[key]:
             t = Table(title=key.replace("_", " "))
             t.add_column("value")

@@ -88,10 +88,11 @@ def build_sources(out: Path, root: Path) -> None:
     write_source(out, "gamma", root, gamma, part_rows=4, extra=[SCORE])
 
 
-def recipe(root: Path, near_dup_threshold: float = 0.0) -> Recipe:
-    """Return the recipe mixing the synthetic sources (their stage is irrelevant: they are already built)."""
+def recipe(root: Path, near_dup_threshold: float = 0.0, split_by: str = "sample") -> Recipe:
+    """Return the recipe mixing the synthetic sources (their stage is irrelevant: they are already built); split
+    by sample id by default, as the mix the pinned fixture was written from did."""
     return Recipe(path=root / "synthetic.toml", root=root, val_fraction=0.3, seed=7, dedup="exact",
-                  near_dup_threshold=near_dup_threshold, sources=[
+                  near_dup_threshold=near_dup_threshold, split_by=split_by, sources=[
                       Source(name="alpha", stage="images", input="-", weight=2.0),
                       Source(name="beta", stage="videos", input="-", weight=0.5, cap=12),
                       Source(name="gamma", stage="images", input="-", weight=1.0, cap=5)])

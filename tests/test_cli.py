@@ -188,7 +188,7 @@ def test_the_stage_commands_are_exactly_the_registered_stages():
     assert takes_input == set(STAGES)
 
 
-@pytest.mark.parametrize("stage", ["images", "videos", "pseudo-video", "caption", "segment"])
+@pytest.mark.parametrize("stage", ["images", "videos", "pseudo-video", "caption", "segment", "score"])
 def test_each_stage_command_offers_every_declared_option_once_with_its_default_and_help(stage, capsys, monkeypatch):
     from dataclasses import MISSING, fields
 
@@ -210,7 +210,7 @@ def test_each_stage_command_offers_every_declared_option_once_with_its_default_a
     assert {"--executor", "--gpus", "--shard-index", "--num-shards", "--workers", "--shard-size"} <= flags
 
 
-@pytest.mark.parametrize("stage", ["images", "videos", "pseudo-video", "caption", "segment"])
+@pytest.mark.parametrize("stage", ["images", "videos", "pseudo-video", "caption", "segment", "score"])
 def test_prepare_declares_no_option_itself_and_refuses_an_undeclared_keyword(stage, tmp_path):
     """`prepare(input, **arguments)`: the stage's options (defaults included) are declared only in its dataclasses;
     a keyword none of them declares is one InputError line naming it."""

@@ -7,6 +7,7 @@ and it is sliceable, mergeable and resumable without changing that.
 import json
 import os
 
+import pyarrow.compute as pc
 import pytest
 
 from tests import mix_corpus
@@ -24,14 +25,28 @@ def _candidates(out):
 
 @pytest.mark.parametrize("label, threshold", [("exact", 0.0), ("near_dup", 0.95)])
 def test_mix_of_synthetic_sources_equals_the_pinned_mix_of_the_old_code(tmp_path, label, threshold):
+    """The near-duplicate pass is now semantic dedup: its ok rows are the old mix's rows, and the near duplicate
+    the old pass dropped stays as a `filtered` row naming the still it repeats."""
     root, out = mix_corpus.corpus(tmp_path)
     report = mix(mix_corpus.recipe(root, threshold), out)
     pinned = PINNED[label]
-    assert mix_corpus.mixed_summary(out) == pinned["mixed"]
-    for name, stats in pinned["sources"].items():  # the old counts, plus `unreadable` (new, none here)
-        assert report["sources"][name] == {**stats, "unreadable": 0}
+    new = {"unreadable": 0, "filtered": 0} | ({"cluster_capped": 0} if threshold else {})
+    for name, stats in pinned["sources"].items():  # the old counts, plus the new ones (none here)
+        assert report["sources"][name] == {**stats, **new}
     assert report["splits"] == pinned["splits"]
     assert report["rows_by_source_and_kind"] == pinned["rows_by_source_and_kind"]
+    if not threshold:
+        assert mix_corpus.mixed_summary(out) == pinned["mixed"]
+        return
+    table = mf.Manifest.open(out / "mixed").read()
+    ok = table.filter(pc.equal(table["status"], "ok"))
+    old = pinned["mixed"]["parts"][0]
+    assert ok["sample_id"].to_pylist() == old["sample_id"] and ok["split"].to_pylist() == old["split"]
+    left = table.filter(pc.equal(table["status"], "filtered")).to_pylist()
+    assert [(r["source_path"], r["filter"]) for r in left] == [("media/near_05.png", "near_duplicate")]
+    twin = ok.filter(pc.equal(ok["sample_id"], left[0]["duplicate_of"]))
+    assert twin["source_path"].to_pylist() == ["media/img_05.png"] and left[0]["filter_score"] >= 0.95
+    assert report["filtered"] == {"alpha/near_duplicate": 1}
 
 
 def test_three_slices_then_merge_write_the_pinned_mix_and_each_slice_maps_only_its_parts(tmp_path):

@@ -42,7 +42,9 @@ PART_RE = re.compile(r"^part-(\d{5})\.parquet$")
 INPUT_ERROR = "_input_error"  # input column: why a source reader could not read a row (the row then fails)
 
 KINDS = ("image", "pseudo_video", "video_clip")
-STATUSES = ("ok", "failed")
+STATUSES = ("ok", "failed", "filtered")  # filtered: usable media that a filter (score, dedup) left out
+# Why a row is `filtered`: the filter's name and the value it judged (a score, or a similarity for a duplicate).
+FILTER_FIELDS = (pa.field("filter", pa.string()), pa.field("filter_score", pa.float64()))
 CAPTION_SOURCES = ("original", "label", "blip2", "minigpt4")  # extensible: any string is accepted
 
 BASE_SCHEMA = pa.schema(
@@ -173,12 +175,13 @@ def failure_reason(error: str) -> str:
 def part_stats(table: pa.Table, input_rows: int, wall_time_s: float) -> dict:
     status = table.column("status").to_pylist()
     errors = [e for s, e in zip(status, table.column("error").to_pylist()) if s == "failed"]
-    ok = status.count("ok")
+    ok, filtered = status.count("ok"), status.count("filtered")
     return {
         "input_rows": input_rows,
         "output_rows": table.num_rows,
         "ok": ok,
-        "failed": len(status) - ok,
+        "failed": len(status) - ok - filtered,
+        "filtered": filtered,
         "failure_reasons": dict(Counter(failure_reason(e or "") for e in errors).most_common()),
         "wall_time_s": round(wall_time_s, 4),
         "samples_per_s": round(input_rows / wall_time_s, 3) if wall_time_s > 0 else None,

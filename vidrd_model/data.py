@@ -78,6 +78,7 @@ def read_rows(
         manifest = Manifest.open_for_work(path, root=root, allow_partial=allow_partial)
         table = manifest.read(status="ok")
         left_out["status failed"] += sum(s["failed"] for s in manifest.stats())
+        left_out["status filtered"] += sum(s.get("filtered", 0) for s in manifest.stats())
         if split is not None and "split" in table.column_names:
             table = keep(table, pc.equal(table["split"], split), f"split not {split}")
         table = keep(table, pc.is_in(table["kind"], pa.array(list(BATCH_KIND))), "unknown kind")

@@ -45,10 +45,11 @@ def _describe(values: np.ndarray) -> dict | None:
 def summarize(m: mf.Manifest, samples: int = 3) -> dict:
     """Return the schema, counts by kind / source_dataset / status, caption and duration statistics,
     top failure reasons and a few sample rows of a manifest."""
-    by_kind, by_dataset, by_status, reasons = Counter(), Counter(), Counter(), Counter()
+    by_kind, by_dataset, by_status, reasons, by_filter = Counter(), Counter(), Counter(), Counter(), Counter()
     caption_words, caption_chars, durations = [], [], []
     rows = 0
-    for table in m.iter_parts(columns=SUMMARY_COLUMNS):
+    has_filter = "filter" in m.schema().names
+    for table in m.iter_parts(columns=SUMMARY_COLUMNS + (["filter"] if has_filter else [])):
         rows += table.num_rows
         by_kind.update(_counts(table["kind"]))
         by_dataset.update(_counts(table["source_dataset"]))
@@ -56,6 +57,8 @@ def summarize(m: mf.Manifest, samples: int = 3) -> dict:
         failed = table.filter(pc.equal(table["status"], "failed"))
         for error, count in _value_counts(failed["error"]):
             reasons[mf.failure_reason(error or "")] += count
+        if has_filter:
+            by_filter.update(_counts(table.filter(pc.equal(table["status"], "filtered"))["filter"]))
         ok = table.filter(pc.equal(table["status"], "ok"))
         captions = ok["caption"].drop_null()
         caption_chars.append(pc.utf8_length(captions).to_numpy())
@@ -84,6 +87,7 @@ def summarize(m: mf.Manifest, samples: int = 3) -> dict:
         "by_source_dataset": dict(by_dataset.most_common()),
         "by_status": dict(by_status.most_common()),
         "top_failure_reasons": dict(reasons.most_common(10)),
+        "filtered_by": dict(by_filter.most_common()),
         "caption_words": _describe(np.concatenate(caption_words)) if caption_words else None,
         "caption_chars": _describe(np.concatenate(caption_chars)) if caption_chars else None,
         "duration_s": _describe(durations_s),
@@ -123,7 +127,7 @@ def validate(m: mf.Manifest, check_files: bool = True) -> list[str]:
         n = table.num_rows
         rows = table.select(
             ["sample_id", "kind", "status", "error", "source_path", "start_time", "end_time", "start_frame",
-             "end_frame", "source_duration"]
+             "end_frame", "source_duration"] + (["filter"] if "filter" in table.column_names else [])
         ).to_pylist()
         for r, row in enumerate(rows):
             where = f"{name} row {r} ({row['sample_id']})"
@@ -136,6 +140,8 @@ def validate(m: mf.Manifest, check_files: bool = True) -> list[str]:
                 problems.append(f"{where}: unknown status {row['status']!r}")
             elif row["status"] == "failed" and not row["error"]:
                 problems.append(f"{where}: failed without a reason")
+            elif row["status"] == "filtered" and not row.get("filter"):
+                problems.append(f"{where}: filtered without the filter's name")
             elif row["status"] == "ok" and row["error"]:
                 problems.append(f"{where}: ok but carries an error")
             if row["status"] != "ok":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -149,35 +150,159 @@ def thumbnail_embedding(kind: str, path: str | None, start: float | None, end: f
     return v / n if n > 0 else None
 
 
-def drop_near_duplicates(recipe, files: list[list], keep: list[np.ndarray], per_source: dict) -> None:
-    """Unset kept rows whose thumbnail is within `near_dup_threshold` cosine of an earlier kept row; count them.
+SEMANTIC_BLOCK = 4096  # rows compared at once inside a cluster: a block × cluster similarity matrix
 
-    A plain O(n²) greedy pass over 768-d thumbnails, in mix order: fine up to ~100k rows; beyond that use an
-    ANN index (faiss).
+
+@dataclass
+class SemanticDuplicates:
+    """What semantic dedup found, aligned with the input rows (in their priority order)."""
+
+    cluster: np.ndarray  # int64: the row's k-means cluster
+    duplicate_of: np.ndarray  # int64: the earlier row it duplicates, -1 for a row that stays
+    similarity: np.ndarray  # float32: cosine similarity to that row (to its most similar earlier row if it stays)
+
+
+def default_clusters(n: int) -> int:
+    """Return the number of k-means clusters for `n` rows: about √n, which balances the assignment (n·k) against
+    the pairwise work inside clusters (n²/k), with at least 64 rows a centroid (fewer make k-means noise; under
+    128 rows everything is one cluster, i.e. compared exactly)."""
+    return max(1, min(n // 64, int(round(np.sqrt(n)))))
+
+
+def semantic_duplicates(embeddings: np.ndarray, threshold: float, clusters: int | None = None, seed: int = 0,
+                        niter: int = 10, chunk: int = 65536) -> SemanticDuplicates:
+    """Return each row's cluster and, for a near duplicate, the earlier row it repeats (NeMo Curator's SemDeDup).
+
+    SemDeDup (Abbas et al. 2023, as NeMo Curator runs it): spherical k-means over L2-normalised embeddings, then
+    inside each cluster a row whose cosine similarity to any *earlier* row (earlier = higher priority; here the
+    mix order, so the first occurrence wins as in the exact dedup) is ≥ `threshold` is a duplicate of the most
+    similar such row. Rows in different clusters are never compared: the price of scaling, as in the method.
+    `embeddings` may be float16 (1M × 768 then takes 1.5 GiB); chunks are made float32 and normalised as they
+    are used. faiss does the k-means (trained on a sample of ≤ 256 rows per centroid) and the assignment.
+    """
+    import faiss
+
+    n, d = embeddings.shape
+    k = clusters or default_clusters(n)
+    k = max(1, min(k, n))
+
+    def rows(index) -> np.ndarray:
+        x = np.ascontiguousarray(embeddings[index], dtype=np.float32)
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return x
+
+    cluster = np.zeros(n, np.int64)
+    duplicate_of = np.full(n, -1, np.int64)
+    similarity = np.zeros(n, np.float32)
+    if n == 0:
+        return SemanticDuplicates(cluster, duplicate_of, similarity)
+    if k > 1:
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(n, min(n, 256 * k), replace=False))
+        kmeans = faiss.Kmeans(d, k, niter=niter, spherical=True, seed=seed, verbose=False)
+        kmeans.train(rows(sample))
+        for start in range(0, n, chunk):
+            _, assigned = kmeans.index.search(rows(slice(start, start + chunk)), 1)
+            cluster[start:start + chunk] = assigned[:, 0]
+    order = np.argsort(cluster, kind="stable")  # rows of one cluster together, in priority order
+    bounds = np.flatnonzero(np.diff(cluster[order])) + 1
+    for members in np.split(order, bounds):
+        if len(members) < 2:
+            continue
+        x = rows(members)
+        for start in range(1, len(members), SEMANTIC_BLOCK):
+            stop = min(start + SEMANTIC_BLOCK, len(members))
+            sims = x[start:stop] @ x[:stop].T  # each row against the rows before it (and a few after: masked)
+            later = np.arange(stop)[None, :] >= np.arange(start, stop)[:, None]
+            sims[later] = -np.inf
+            best = sims.argmax(axis=1)
+            best_sim = sims[np.arange(stop - start), best]
+            similarity[members[start:stop]] = best_sim
+            dup = best_sim >= threshold
+            duplicate_of[members[start:stop][dup]] = members[best[dup]]
+    return SemanticDuplicates(cluster, duplicate_of, similarity)
+
+
+EMBEDDINGS = ("thumbnail", "histogram", "column:NAME")
+EMBEDDED_FRAMES = 3  # a clip's embedding is the mean of frames at 1/6, 1/2 and 5/6 of its span
+
+
+def histogram_embedding(kind: str, path: str | None, start: float | None, end: float | None) -> np.ndarray | None:
+    """Return the segment stage's colour-histogram embedding (`HistogramEmbedder`) of a few frames of a clip (their
+    mean, unit length) or of a still; None when the media cannot be read."""
+    from vidrd_data.models.embedders import HistogramEmbedder
+    from vidrd_io.images import open_image
+    from vidrd_io.video import read_frames
+
+    try:
+        if kind == "video_clip":
+            a, b = start or 0.0, end or 0.0
+            frames = np.stack(read_frames(path, [a + (b - a) * (2 * k + 1) / (2 * EMBEDDED_FRAMES)
+                                                 for k in range(EMBEDDED_FRAMES)]))
+        else:
+            frames = np.asarray(open_image(path).convert("RGB"))[None]
+    except Exception:  # noqa: BLE001 - a row that cannot be read is simply not compared
+        return None
+    v = HistogramEmbedder().embed(frames).mean(axis=0)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def kept_embeddings(recipe, files: list, keep: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Return (flat positions, float32 unit rows) of the kept rows that have an embedding, in mix order.
+
+    `recipe.near_dup_embedding`: `thumbnail` (weight-free 16×16 still), `histogram` (the segment stage's colour
+    embedder on a few frames), or `column:NAME` (a list<float> column the sources carry, e.g. CLIP embeddings a
+    stage wrote); a row without one (unreadable, null) is not compared and stays.
     """
     import pyarrow.parquet as pq
 
     from vidrd_data import manifest as mf
 
-    kept = np.zeros((1024, 16 * 16 * 3), np.float32)
-    n_kept = 0
-    f = 0
-    for source, paths in zip(recipe.sources, files):
-        dropped = 0
-        for path in paths:
-            mask = keep[f]
-            rows = np.flatnonzero(mask)
+    how = recipe.near_dup_embedding
+    positions, vectors = [], []
+    offset = 0
+    for path, mask in zip(files, keep):
+        rows = np.flatnonzero(mask)
+        if how.startswith("column:"):
+            column = pq.read_table(path, columns=[how[len("column:"):]]).column(0).take(pa.array(rows))
+            column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+            lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy()
+            if len(column) and column.null_count == 0 and (lengths == lengths[0]).all():  # the usual case: one block
+                flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32)
+                found = list(flat.reshape(len(column), -1))
+            else:
+                found = [None if v is None else np.asarray(v, np.float32) for v in column.to_pylist()]
+        else:
+            embed = thumbnail_embedding if how == "thumbnail" else histogram_embedding
             table = pq.read_table(path, columns=["kind", "source_path", "start_time", "end_time"]).take(pa.array(rows))
-            for row, kind, p, start, end in zip(rows, *(table[c].to_pylist() for c in table.column_names)):
-                v = thumbnail_embedding(kind, mf.resolve(p, recipe.root), start, end)
-                if v is not None and n_kept and float(np.max(kept[:n_kept] @ v)) >= recipe.near_dup_threshold:
-                    mask[row] = False
-                    dropped += 1
-                    continue
-                if v is not None:
-                    if n_kept == len(kept):
-                        kept = np.concatenate([kept, np.zeros_like(kept)])
-                    kept[n_kept] = v
-                    n_kept += 1
-            f += 1
-        per_source[source.name]["near_duplicates"] = dropped
+            found = [embed(kind, mf.resolve(p, recipe.root), start, end)
+                     for kind, p, start, end in zip(*(table[c].to_pylist() for c in table.column_names))]
+        for row, v in zip(rows, found):
+            if v is not None and np.isfinite(v).all() and np.linalg.norm(v) > 0:
+                positions.append(offset + row)
+                vectors.append(v)
+        offset += len(mask)
+    if not vectors:
+        return np.zeros(0, np.int64), np.zeros((0, 1), np.float32)
+    if len({len(v) for v in vectors}) > 1:
+        raise ValueError(f"near_dup_embedding {how}: the embeddings have different lengths")
+    return np.asarray(positions, np.int64), np.stack(vectors).astype(np.float32)
+
+
+def split_components(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Return, for every unit in `pairs`, the least unit of its connected component (union-find): units joined
+    by a near-duplicate pair go to one side of the split together."""
+    parent: dict[str, str] = {}
+
+    def find(u: str) -> str:
+        parent.setdefault(u, u)
+        while parent[u] != u:
+            parent[u] = parent[parent[u]]
+            u = parent[u]
+        return u
+
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {u: find(u) for u in parent}

@@ -62,9 +62,14 @@ MIXED_FIELDS = [
 ]
 MIXED_PART_ROWS = 100_000
 MIXING_DIR = "mixing"
+# Written when near-duplicate dedup runs: the row's k-means cluster (what `cluster_cap` caps) and, for a row left
+# `filtered` as a near duplicate, the sample it repeats (`filter_score`: their cosine similarity).
+DEDUP_FIELDS = [pa.field("cluster", pa.int64()), pa.field("duplicate_of", pa.string())]
+NEAR_DUPLICATE = "near_duplicate"  # the `filter` of a row semantic dedup left out
 CAP_KEY = "_cap_key"  # the row's cap order: blake2b of seed|cap|sample_id in [0, 1)
 HASH_ERROR = "_hash_error"  # why the row's file could not be fingerprinted (the row is dropped, counted)
-PRIVATE = (CAP_KEY, HASH_ERROR)
+SPLIT_UNIT = "_split_unit"  # what must not straddle the split: the source file (its fingerprint, else its path)
+PRIVATE = (CAP_KEY, HASH_ERROR, SPLIT_UNIT)
 DEDUP_BUCKET_KEYS = 4_000_000  # keys sorted at once: 16 B key + 8 B position each, times ~3 while sorting
 
 
@@ -115,12 +120,16 @@ def _open_sources(recipe: Recipe, out: Path, allow_partial: bool) -> list[mf.Man
 # ---------------------------------------------------------------- map
 
 
-def mixed_schema(manifests: list[mf.Manifest]) -> pa.Schema:
-    """Return the mixed manifest's schema: base columns, the mix's own, then every source's extra columns."""
+def mixed_schema(manifests: list[mf.Manifest], recipe: Recipe | None = None) -> pa.Schema:
+    """Return the mixed manifest's schema: base columns, the mix's own, then every source's extra columns, then
+    (when the recipe runs near-duplicate dedup) the filter and dedup columns."""
     schemas = [mf.schema_from_json(m.meta["schema"]).remove_metadata() for m in manifests]
     unified = pa.unify_schemas(schemas, promote_options="permissive")
     own = {f.name for f in MIXED_FIELDS}
     extra = [f.with_nullable(True) for f in unified if f.name not in mf.BASE_COLUMNS and f.name not in own]
+    if recipe is not None and recipe.near_dup_threshold > 0:
+        names = {f.name for f in extra}
+        extra += [f for f in [*mf.FILTER_FIELDS, *DEDUP_FIELDS] if f.name not in names]
     return pa.schema(list(mf.BASE_SCHEMA) + MIXED_FIELDS + extra)
 
 
@@ -171,7 +180,8 @@ class _SourcePlan:
 
 def _plan(recipe: Recipe, index: int, source: Source, m: mf.Manifest, schema: pa.Schema) -> _SourcePlan:
     options = {"seed": recipe.seed, "val_fraction": recipe.val_fraction, "root": str(recipe.root), "index": index,
-               "source": source.name, "weight": float(source.weight), "schema": schema.to_string()}
+               "source": source.name, "weight": float(source.weight), "schema": schema.to_string(),
+               "split_by": recipe.split_by}
     digest = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
     capped_digest = None
     if source.cap is not None and not m.missing_parts():  # a cap can be decided only over the whole source
@@ -198,7 +208,7 @@ def map_slice(recipe: Recipe, out: str | os.PathLike, shard_index: int | None = 
     out = Path(out)
     if manifests is None:  # a slice: its own parts are complete, the others may still be running
         manifests = [mf.Manifest.open(out / "sources" / s.name) for s in recipe.sources]
-    schema = mixed_schema(manifests)
+    schema = mixed_schema(manifests, recipe)
     mixing = out / MIXING_DIR
     mixing.mkdir(parents=True, exist_ok=True)
     for torn in mixing.glob(".s*-p*.tmp"):  # a killed map's temp files: only this slice's (others may be writing)
@@ -232,7 +242,6 @@ def _candidate(recipe: Recipe, plan: _SourcePlan, part: int, schema: pa.Schema, 
     ok = table.filter(pc.equal(table["status"], "ok"))
     n = ok.num_rows
     ids = ok["sample_id"].to_pylist()
-    split_u = dedup.unit_hashes(f"{recipe.seed}|split|", ids)
     unique_paths = pc.unique(ok["source_path"])
     where = pc.index_in(ok["source_path"], value_set=unique_paths, skip_nulls=False)
     resolved_u = [m.resolve(p) for p in unique_paths.to_pylist()]
@@ -243,6 +252,8 @@ def _candidate(recipe: Recipe, plan: _SourcePlan, part: int, schema: pa.Schema, 
     fp_list, err_list = [None] * n, [None] * n
     for i, fp, err in zip(np.flatnonzero(hashed), fps.to_pylist(), errors.to_pylist()):
         fp_list[i], err_list[i] = fp, err
+    units = [fp if fp is not None else path for fp, path in zip(fp_list, resolved.to_pylist())]
+    split_u = dedup.unit_hashes(f"{recipe.seed}|split|", units if recipe.split_by == "source" else ids)
     content = dedup.content_hashes(ok["kind"].to_pylist(), fp_list, ok["start_frame"].to_pylist(),
                                    ok["end_frame"].to_pylist(), ok["start_time"].to_pylist(), ok["end_time"].to_pylist())
     mine = {
@@ -254,8 +265,10 @@ def _candidate(recipe: Recipe, plan: _SourcePlan, part: int, schema: pa.Schema, 
     }
     columns = [mine[f.name] if f.name in mine else ok[f.name].cast(f.type) if f.name in ok.column_names
                else pa.nulls(n, f.type) for f in schema]
-    columns += [pa.array(dedup.unit_hashes(f"{recipe.seed}|cap|", ids)), pa.array(err_list, pa.string())]
-    fields = list(schema) + [pa.field(CAP_KEY, pa.float64()), pa.field(HASH_ERROR, pa.string())]
+    columns += [pa.array(dedup.unit_hashes(f"{recipe.seed}|cap|", ids)), pa.array(err_list, pa.string()),
+                pa.array(units, pa.string())]
+    fields = list(schema) + [pa.field(CAP_KEY, pa.float64()), pa.field(HASH_ERROR, pa.string()),
+                             pa.field(SPLIT_UNIT, pa.string())]
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
@@ -264,7 +277,7 @@ def _candidate(recipe: Recipe, plan: _SourcePlan, part: int, schema: pa.Schema, 
 
 def _candidates(recipe: Recipe, out: Path, manifests: list[mf.Manifest]) -> list[list[Path]]:
     """Return each source's candidate files in part order, all of them present (the map ran)."""
-    schema = mixed_schema(manifests)
+    schema = mixed_schema(manifests, recipe)
     found = []
     for index, (source, m) in enumerate(zip(recipe.sources, manifests)):
         plan = _plan(recipe, index, source, m, schema)
@@ -312,9 +325,10 @@ def merge(recipe: Recipe, out: str | os.PathLike, manifests: list[mf.Manifest] |
         _drop_exact_duplicates(flat, keep_all, offsets)
     for name, n in kept_by_source().items():
         per_source[name]["duplicates"] = before[name] - n
+    found = None
     if recipe.near_dup_threshold > 0:
-        dedup.drop_near_duplicates(recipe, files, keep, per_source)
-    mixed_dir = _write_mixed(recipe, out, manifests, flat, keep, t0)
+        found = _near_duplicates(recipe, files, keep, per_source)
+    mixed_dir = _write_mixed(recipe, out, manifests, flat, keep, t0, found)
     from vidrd_data.mix.report import write_report
 
     return write_report(recipe, out, mf.Manifest.open(mixed_dir), per_source)
@@ -323,14 +337,22 @@ def merge(recipe: Recipe, out: str | os.PathLike, manifests: list[mf.Manifest] |
 def _stage_stats(m: mf.Manifest) -> dict:
     """Return a source's row and failure counts from its parts' stats files (no part is read)."""
     reasons: dict[str, int] = {}
-    rows = ok = 0
+    rows = failed = filtered = 0
     for stats in m.stats():
         rows += stats["output_rows"]
-        ok += stats["ok"]
+        failed += stats["failed"]
+        filtered += stats.get("filtered", 0)
         for reason, count in stats.get("failure_reasons", {}).items():
             reasons[reason] = reasons.get(reason, 0) + count
-    return {"rows": rows, "failed": rows - ok, "failure_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-            "capped": 0, "duplicates": 0, "unreadable": 0}
+    stats = {"rows": rows, "failed": failed, "filtered": filtered,
+             "failure_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+             "capped": 0, "duplicates": 0, "unreadable": 0}
+    if filtered and "filter" in m.schema().names:  # what each of the stage's filters left out (two small columns)
+        by_filter = Counter()
+        for table in m.iter_parts(columns=["filter"], status="filtered"):
+            by_filter.update(table["filter"].to_pylist())
+        stats["filtered_by"] = dict(by_filter.most_common())
+    return stats
 
 
 def _drop_unreadable(recipe: Recipe, files: list[list[Path]], keep: list[np.ndarray], per_source: dict) -> None:
@@ -380,17 +402,83 @@ def _drop_exact_duplicates(files: list[Path], keep_all: np.ndarray, offsets: np.
         keep_all[first] = True
 
 
+@dataclass
+class _NearDuplicates:
+    """Semantic dedup's verdict over the kept rows, as flat arrays over all candidate rows in mix order."""
+
+    filtered: np.ndarray  # bool: a near duplicate, written as `status=filtered`
+    cluster: np.ndarray  # int64, -1 where the row had no embedding (it was not compared)
+    duplicate_of: np.ndarray  # int64 flat row it repeats, -1 for none
+    similarity: np.ndarray  # float32
+    split_root: dict  # split unit → the unit whose hash decides its side (one per near-duplicate component)
+
+
+def _near_duplicates(recipe: Recipe, files: list[list[Path]], keep: list[np.ndarray], per_source: dict) -> _NearDuplicates:
+    """Return semantic dedup's verdict on the kept rows, unsetting near duplicates and rows over `cluster_cap` in
+    `keep` and counting both per source."""
+    flat_files = [p for paths in files for p in paths]
+    lengths = [len(k) for k in keep]
+    offsets = np.cumsum([0] + lengths)
+    total = int(offsets[-1])
+    positions, vectors = dedup.kept_embeddings(recipe, flat_files, keep)
+    result = _NearDuplicates(np.zeros(total, bool), np.full(total, -1, np.int64), np.full(total, -1, np.int64),
+                             np.zeros(total, np.float32), {})
+    if len(positions):
+        found = dedup.semantic_duplicates(vectors, recipe.near_dup_threshold, recipe.near_dup_clusters or None,
+                                          seed=recipe.seed)
+        result.cluster[positions] = found.cluster
+        dup = found.duplicate_of >= 0
+        result.filtered[positions[dup]] = True
+        result.duplicate_of[positions[dup]] = positions[found.duplicate_of[dup]]
+        result.similarity[positions] = found.similarity
+    keep_all = np.concatenate(keep) if keep else np.zeros(0, bool)
+    before = keep_all.copy()
+    keep_all &= ~result.filtered
+    if recipe.cluster_cap is not None:
+        keys = np.concatenate([pq.read_table(p, columns=[CAP_KEY])[CAP_KEY].to_numpy() for p in flat_files]) \
+            if flat_files else np.zeros(0)
+        rows = np.flatnonzero(keep_all & (result.cluster >= 0))
+        order = rows[np.lexsort((keys[rows], result.cluster[rows]))]  # by cluster, then by cap key
+        starts = np.r_[0, np.flatnonzero(np.diff(result.cluster[order])) + 1]
+        rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        keep_all[order[rank >= recipe.cluster_cap]] = False
+    file_source = [s.name for s, paths in zip(recipe.sources, files) for _ in paths]
+    for f, name in enumerate(file_source):
+        span = slice(offsets[f], offsets[f + 1])
+        near = int(result.filtered[span].sum())
+        per_source[name]["near_duplicates"] = per_source[name].get("near_duplicates", 0) + near
+        per_source[name]["cluster_capped"] = per_source[name].get("cluster_capped", 0) + int(
+            (before[span] & ~result.filtered[span] & ~keep_all[span]).sum())
+        keep[f][:] = keep_all[span]
+    rows = np.flatnonzero(result.filtered)
+    needed = np.unique(np.concatenate([rows, result.duplicate_of[rows]]))  # only these rows' units are read
+    units = {}
+    for f, path in enumerate(flat_files):
+        mine = needed[(needed >= offsets[f]) & (needed < offsets[f + 1])]
+        if len(mine):
+            column = pq.read_table(path, columns=[SPLIT_UNIT])[SPLIT_UNIT].take(pa.array(mine - offsets[f]))
+            units.update(zip(mine.tolist(), column.to_pylist()))
+    result.split_root = dedup.split_components([(units[r], units[d]) for r, d in
+                                                zip(rows.tolist(), result.duplicate_of[rows].tolist())])
+    return result
+
+
 def _write_mixed(recipe: Recipe, out: Path, manifests: list[mf.Manifest], files: list[Path], keep: list[np.ndarray],
-                 t0: float) -> Path:
-    """Write the kept rows in order as `OUT/mixed` (its `_manifest.json` first, each part's stats file last)."""
-    schema = mixed_schema(manifests)
+                 t0: float, near: _NearDuplicates | None = None) -> Path:
+    """Write the kept rows (and the near duplicates, `filtered`) in order as `OUT/mixed` (its `_manifest.json`
+    first, each part's stats file last)."""
+    schema = mixed_schema(manifests, recipe)
     mixed_dir = out / "mixed"
     clear_output(mixed_dir)
     mixed_dir.mkdir(parents=True, exist_ok=True)
-    n_rows = sum(int(k.sum()) for k in keep)
+    offsets = np.cumsum([0] + [len(k) for k in keep])
+    emit = [k | near.filtered[offsets[f]:offsets[f + 1]] for f, k in enumerate(keep)] if near else keep
+    n_rows = sum(int(k.sum()) for k in emit)
     n_parts = max(1, -(-n_rows // MIXED_PART_ROWS))
     meta = mf.new_meta(kind="mixed", stage="build", params={"recipe": str(recipe.path), "val_fraction": recipe.val_fraction,
                        "dedup": recipe.dedup, "near_dup_threshold": recipe.near_dup_threshold, "seed": recipe.seed,
+                       "split_by": recipe.split_by, "near_dup_embedding": recipe.near_dup_embedding,
+                       "cluster_cap": recipe.cluster_cap,
                        "sources": {s.name: {"stage": s.stage, "weight": s.weight, "cap": s.cap} for s in recipe.sources}},
                        inputs=[str(out / "sources" / s.name) for s in recipe.sources], root=recipe.root,
                        manifest_dir=mixed_dir, schema=schema, extra={"num_parts": n_parts})
@@ -406,14 +494,53 @@ def _write_mixed(recipe: Recipe, out: Path, manifests: list[mf.Manifest], files:
         part += 1
         pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
 
-    for path, mask in zip(files, keep):
+    ids = None
+    if near is not None and near.filtered.any():  # the sample ids that near duplicates point at
+        targets = np.unique(near.duplicate_of[near.filtered])
+        ids = {}
+        for f, path in enumerate(files):
+            mine = targets[(targets >= offsets[f]) & (targets < offsets[f + 1])]
+            if len(mine):
+                sample_ids = pq.read_table(path, columns=["sample_id"])["sample_id"].to_numpy(zero_copy_only=False)
+                ids.update(zip(mine.tolist(), sample_ids[mine - offsets[f]].tolist()))
+    for f, (path, mask) in enumerate(zip(files, emit)):
         if not mask.any():
             continue
-        table = pq.read_table(path).drop_columns(list(PRIVATE)).filter(pa.array(mask))
-        pending.append(table.cast(schema))
+        table = pq.read_table(path).filter(pa.array(mask))
+        if near is not None:
+            table = _with_dedup_columns(recipe, table, near, offsets[f] + np.flatnonzero(mask), ids)
+        table = table.drop_columns(list(PRIVATE))
+        pending.append(table.select(schema.names).cast(schema))
         pending_rows += table.num_rows
         while pending_rows >= MIXED_PART_ROWS:
             flush(MIXED_PART_ROWS)
     if pending_rows or part == 0:
         flush(pending_rows)
     return mixed_dir
+
+
+def _with_dedup_columns(recipe: Recipe, table: pa.Table, near: _NearDuplicates, rows: np.ndarray,
+                        ids: dict | None) -> pa.Table:
+    """Return the rows (flat positions `rows`) with status, filter, cluster and duplicate columns from semantic
+    dedup, and, splitting by source, each near-duplicate component's split."""
+    filtered = near.filtered[rows]
+    columns = {
+        "status": np.where(filtered, "filtered", table["status"].to_numpy(zero_copy_only=False)).astype(object),
+        "filter": np.where(filtered, NEAR_DUPLICATE, None).astype(object),
+        "filter_score": np.where(filtered, near.similarity[rows], np.nan),
+        "cluster": pa.array(near.cluster[rows], pa.int64(), mask=near.cluster[rows] < 0),  # < 0: not compared
+        "duplicate_of": np.array([ids[d] if f else None for f, d in zip(filtered, near.duplicate_of[rows])], object),
+    }
+    if recipe.split_by == "source" and near.split_root:
+        units = table[SPLIT_UNIT].to_numpy(zero_copy_only=False)
+        roots = [near.split_root.get(u, u) for u in units]
+        u = dedup.unit_hashes(f"{recipe.seed}|split|", roots)
+        columns["split"] = np.where(u < recipe.val_fraction, "val", "train").astype(object)
+    for name, values in columns.items():
+        if not isinstance(values, pa.Array):
+            values = pa.array(values, type=pa.float64() if name == "filter_score" else None, from_pandas=True)
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, values)
+        else:
+            table = table.append_column(name, values)
+    return table

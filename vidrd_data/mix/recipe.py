@@ -4,9 +4,15 @@ A recipe is TOML (see `manifests/recipes/vidrd.toml`)::
 
     [recipe]
     root = "/data"            # relative paths below are taken from here (itself relative to the recipe file)
-    val_fraction = 0.01       # deterministic train/val split by sample_id hash
+    val_fraction = 0.01       # deterministic train/val split, by source video (see split_by)
+    split_by = "source"       # "source": all rows of one source file (and its near duplicates) on one side;
+                              # "sample": by sample_id hash, the old split (leaks segments of a video into val)
     dedup = "exact"           # "exact" (same media content and span) or "none"
-    near_dup_threshold = 0.0  # > 0: also drop rows whose thumbnail embedding has cosine ≥ this with a kept row
+    near_dup_threshold = 0.0  # > 0: semantic dedup (k-means + cosine ≥ this inside clusters); the near
+                              # duplicates stay in the mix as `status = "filtered"` rows
+    near_dup_embedding = "thumbnail"  # thumbnail | histogram | column:NAME (a list<float> column of the sources)
+    near_dup_clusters = 0     # k-means clusters; 0: about √rows
+    cluster_cap = 1000        # with near-dup dedup: keep at most this many rows per cluster (a rebalance)
 
     [sources.laion]
     stage = "pseudo-video"    # images | videos | pseudo-video | caption | segment
@@ -35,7 +41,9 @@ from vidrd_data.run.stage import STAGES, StageJob
 from vidrd_data.stages.arguments import accepted_names
 
 SOURCE_KEYS = {"stage", "input", "weight", "cap", "shard_size"}
-RECIPE_KEYS = {"name", "root", "val_fraction", "dedup", "near_dup_threshold", "seed", "shard_size"}
+RECIPE_KEYS = {"name", "root", "val_fraction", "split_by", "dedup", "near_dup_threshold", "near_dup_embedding",
+               "near_dup_clusters", "cluster_cap", "seed", "shard_size"}
+SPLIT_BY = ("source", "sample")
 
 
 class RecipeError(Exception):
@@ -61,6 +69,10 @@ class Recipe:
     val_fraction: float = 0.0
     dedup: str = "exact"
     near_dup_threshold: float = 0.0
+    near_dup_embedding: str = "thumbnail"
+    near_dup_clusters: int = 0
+    cluster_cap: int | None = None
+    split_by: str = "source"
     seed: int = 0
     shard_size: int = 1000
     name: str = "recipe"
@@ -110,6 +122,21 @@ def load_recipe(path: str | os.PathLike, root: str | os.PathLike | None = None, 
     recipe.near_dup_threshold = _number(head, "near_dup_threshold", 0.0, "recipe", 0.0, 1.0)
     recipe.seed = int(_number(head, "seed", 0, "recipe", 0, None))
     recipe.shard_size = int(_number(head, "shard_size", 1000, "recipe", 1, None))
+    recipe.near_dup_clusters = int(_number(head, "near_dup_clusters", 0, "recipe", 0, None))
+    cluster_cap = head.get("cluster_cap")
+    if cluster_cap is not None and (isinstance(cluster_cap, bool) or not isinstance(cluster_cap, int) or cluster_cap < 1):
+        raise RecipeError(f"recipe.cluster_cap: must be a whole number ≥ 1, got {cluster_cap!r}")
+    if cluster_cap is not None and recipe.near_dup_threshold <= 0:
+        raise RecipeError("recipe.cluster_cap: clusters come from near-duplicate dedup; set near_dup_threshold > 0")
+    recipe.cluster_cap = cluster_cap
+    recipe.near_dup_embedding = str(head.get("near_dup_embedding", "thumbnail"))
+    if recipe.near_dup_embedding not in ("thumbnail", "histogram") and not (
+            recipe.near_dup_embedding.startswith("column:") and len(recipe.near_dup_embedding) > len("column:")):
+        raise RecipeError(f"recipe.near_dup_embedding: must be thumbnail, histogram or column:NAME, "
+                          f"got {recipe.near_dup_embedding!r}")
+    recipe.split_by = head.get("split_by", "source")
+    if recipe.split_by not in SPLIT_BY:
+        raise RecipeError(f"recipe.split_by: must be {' or '.join(SPLIT_BY)}, got {recipe.split_by!r}")
     recipe.dedup = head.get("dedup", "exact")
     if recipe.dedup not in ("exact", "none"):
         raise RecipeError(f"recipe.dedup: must be exact or none, got {recipe.dedup!r}")

@@ -20,6 +20,7 @@ STAGES = {
     "caption": "vidrd_data.stages.caption:CaptionClips",
     "pseudo-video": "vidrd_data.stages.pseudo_video:PseudoVideo",
     "segment": "vidrd_data.stages.segment:SegmentVideos",
+    "score": "vidrd_data.stages.score:ScoreClips",
 }
 
 

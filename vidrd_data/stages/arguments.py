@@ -146,6 +146,13 @@ class PseudoVideoArguments:
     materialize: str | None = _declare(None, "Also write each pseudo-video as an H.264 mp4 here.")
 
 
+@dataclass(frozen=True)
+class ScoreArguments:
+    input: str = _input("A manifest: its ok rows are scored (video clips, pseudo-videos or stills).")
+    root: str | None = _root()
+    allow_partial: bool = _allow_partial()
+
+
 # Stage name (a key of `vidrd_data.run.stage.STAGES`, the one registry of stages) → what its prepare() takes.
 STAGE_ARGUMENTS: dict[str, type] = {
     "images": ImagesArguments,
@@ -153,6 +160,7 @@ STAGE_ARGUMENTS: dict[str, type] = {
     "caption": CaptionArguments,
     "segment": SegmentArguments,
     "pseudo-video": PseudoVideoArguments,
+    "score": ScoreArguments,
 }
 
 

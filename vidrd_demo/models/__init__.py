@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vidrd_demo.models.aesthetic import write_tiny_aesthetic_head
 from vidrd_demo.models.blip2 import write_tiny_blip2
 from vidrd_demo.models.extractors import write_standin_extractors
 from vidrd_demo.models.minigpt4 import write_tiny_minigpt4
@@ -39,6 +40,7 @@ def write_tiny_models(out_dir: str | Path) -> dict[str, Path]:
     stable_diffusion = write_tiny_stable_diffusion(out_dir / "stable_diffusion")
     extractors = write_standin_extractors(out_dir / "extractors")
     videomae = write_tiny_videomae(out_dir / "videomae")
+    aesthetic_head = write_tiny_aesthetic_head(out_dir / "aesthetic")
     return {
         "blip2": blip2,
         "open_clip_config": open_clip.config_path,
@@ -51,4 +53,5 @@ def write_tiny_models(out_dir: str | Path) -> dict[str, Path]:
         "i3d": extractors["i3d"],
         "c3d": extractors["c3d"],
         "videomae": videomae,
+        "aesthetic_head": aesthetic_head,
     }
