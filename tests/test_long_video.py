@@ -147,22 +147,24 @@ def test_fifo_queue_levels_increase_and_each_frame_is_dequeued_after_the_whole_s
     sample(pipe, "fifo", total, long_video_options=dict(
         partitions=partitions, lookahead=lookahead, on_iteration=lambda i, levels, frame: records.append(
             (i, levels.clone(), frame))))
-    assert [i for i, _, _ in records] == list(range(total))
+    assert [i for i, _, _ in records] == list(range(total + queue_length - N))  # the first L − N are discarded
     for _, levels, _ in records:
         assert levels.shape == (queue_length,) and (levels.diff() > 0).all()
     pipe.scheduler.set_timesteps(queue_length)
     assert records[0][1].tolist() == sorted(pipe.scheduler.timesteps.tolist())
     dequeued = {frame: i for i, _, frame in records}
-    assert list(dequeued) == list(range(total))  # first in, first out
-    for frame in range(queue_length, total):  # enqueued at the tail after iteration frame − L
+    assert list(dequeued) == list(range(len(records)))  # first in, first out
+    for frame in range(queue_length, len(records)):  # enqueued at the tail after iteration frame − L
         assert dequeued[frame] - (frame - queue_length) == queue_length
 
 
 def test_fifo_update_windows_touch_every_queue_frame_once():
-    for lookahead in (False, True):
-        updated = [f for _, first, end in fifo.update_windows(16, 4, lookahead) for f in range(first, end)]
-        assert sorted(updated) == list(range(16))
-        assert all(end - start == 4 for start, _, end in fifo.update_windows(16, 4, lookahead))
+    for lookahead, context in ((False, 0), (True, 2)):  # lookahead: 2 context frames stand before the queue
+        windows = fifo.update_windows(16, 4, lookahead)
+        updated = [f for _, first, end in windows for f in range(first, end)]
+        assert sorted(updated) == list(range(context, context + 16))
+        assert all(end - start == 4 for start, _, end in windows) and windows[-1][2] == context + 16
+    assert [first - start for start, first, _ in fifo.update_windows(16, 4, True)] == [2] * 8  # 2m windows, the latter half
 
 
 def test_fifo_per_frame_ddim_step_matches_diffusers_step_at_one_time_step(pipe):
