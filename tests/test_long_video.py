@@ -63,7 +63,7 @@ def test_each_mode_gives_the_asked_length_and_is_deterministic_for_a_seed(pipe, 
 @pytest.mark.parametrize("mode", [m for m in MODES if m != "vidrd"])
 def test_unet_calls_see_one_window_whatever_the_length(pipe, mode):
     seen = {}
-    for total in (8, 16):
+    for total in (8, 12):
         with UNetFrames(pipe) as frames:
             sample(pipe, mode, total, num_inference_steps=2)
         seen[total] = set(frames)
@@ -139,7 +139,7 @@ def test_freenoise_noise_rescheduling_reuses_the_first_window_shuffled_locally()
 # ---------------------------------------------------------------- FIFO-Diffusion
 
 
-@pytest.mark.parametrize("partitions,lookahead", [(1, False), (2, False), (2, True)])
+@pytest.mark.parametrize("partitions,lookahead", [(1, False), (2, True)])
 def test_fifo_queue_levels_increase_and_each_frame_is_dequeued_after_the_whole_schedule(pipe, partitions, lookahead):
     queue_length = N * partitions
     records = []
