@@ -37,6 +37,12 @@ demo: $(STAMP)
 		-n 6 --steps 5 --resolution 64 --is-splits 2 --out $(DEMO_DIR)/eval --no-progress
 	$(VENV)/bin/vidrd-eval clipsim $(DEMO_DIR)/eval/videos --clip-config $(DEMO_DIR)/models/open_clip/vidrd-tiny-ViT-16.json \
 		--clip-checkpoint $(DEMO_DIR)/models/open_clip/open_clip_pytorch_model.bin -o $(DEMO_DIR)/eval/clipsim.json --no-progress
+	head -n 2 configs/longvideo_prompts.txt > $(DEMO_DIR)/longvideo_prompts.txt  # long-video samplers side by side
+	OMP_NUM_THREADS=1 $(VENV)/bin/vidrd-eval longvideo --model $(DEMO_DIR)/train/model --prompts $(DEMO_DIR)/longvideo_prompts.txt \
+		--frames 4 --steps 2 --lengths 8,16 --height 16 --width 16 --fvd-windows 4,16 --resolution 32 --demo \
+		--real $(DEMO_DIR)/actions --i3d $(DEMO_DIR)/models/extractors/i3d_torchscript.pt \
+		--clip-config $(DEMO_DIR)/models/open_clip/vidrd-tiny-ViT-16.json \
+		--clip-checkpoint $(DEMO_DIR)/models/open_clip/open_clip_pytorch_model.bin --out $(DEMO_DIR)/longvideo
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py

@@ -687,6 +687,90 @@ def report(
         write_text_atomic(out_file, table)
 
 
+# ---------------------------------------------------------------------------------------------- long videos
+
+
+def _numbers(option: str, text: str) -> tuple[int, ...]:
+    """Returns the comma-separated positive integers of an option; anything else is a UsageProblem."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise UsageProblem(f"{option} {text}: expected comma-separated integers ≥ 1, e.g. 64,128")
+    return values
+
+
+@app.command()
+def longvideo(
+    model: Path = typer.Option(..., "--model", help="Our model folder (VidRDPipeline.save_pretrained)."),
+    prompts_file: Path = typer.Option(..., "--prompts", help="Text file: one prompt per line."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder: videos/, seams/, results.json, report.md, metrics.png."),
+    modes: str = typer.Option("vidrd,independent,freenoise,fifo,gen-l-video", "--modes", help="Samplers to compare, comma-separated."),
+    lengths: str = typer.Option("64,128", "--lengths", help="Video lengths in frames, comma-separated."),
+    fvd_windows: str = typer.Option("16,128", "--fvd-windows", help="FVD window lengths (stylegan-v: 16 and 128)."),
+    real: Optional[Path] = typer.Option(None, "--real", help="Real videos for FVD: a folder or a manifest directory (with --i3d)."),
+    i3d: Optional[Path] = I3dOpt,
+    clip_config: Path = typer.Option(..., "--clip-config", help="open_clip model config JSON (seams and drift in CLIP space)."),
+    clip_checkpoint: Path = typer.Option(..., "--clip-checkpoint", help="open_clip weights file."),
+    demo: bool = typer.Option(False, "--demo", help="Flag every number as meaningless (a tiny demo model)."),
+    frames: int = FramesOpt, steps: int = StepsOpt, guidance: float = GuidanceOpt, negative_prompt: str = NegativeOpt,
+    seed: int = SeedOpt, height: Optional[int] = HeightOpt, width: Optional[int] = WidthOpt, fps: float = FpsOpt,
+    resolution: int = ResolutionOpt, real_stride: int = RealStrideOpt, dtype: str = DtypeOpt, device: str = DeviceOpt,
+) -> None:
+    """Long-video samplers side by side: videos of each length from each mode, seams, drift, FVD, speed."""
+    from vidrd_model.long_video import MODES
+
+    chosen = tuple(modes.split(","))
+    if not chosen or any(mode not in MODES for mode in chosen):
+        raise UsageProblem(f"--modes {modes}: each must be one of {', '.join(MODES)}")
+    for option, path in (("--prompts", prompts_file), ("--clip-config", clip_config),
+                         ("--clip-checkpoint", clip_checkpoint)):
+        if not path.is_file():
+            raise UsageProblem(f"{option} {path}: no such file")
+    prompts = [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise UsageProblem(f"--prompts {prompts_file}: no prompts (one per line)")
+    if (real is None) != (i3d is None):
+        raise UsageProblem("FVD needs both --real and --i3d (or neither)")
+    if real is not None:
+        _check_source("--real", real)
+        _require_extractor("i3d", i3d)
+    device = _device(device)
+    sampler = _sampler(1, frames, 0, "keep", steps, guidance, 4.0, 0.4, negative_prompt, fps, height, width, dtype,
+                       None, device)
+    from vidrd_model import provenance
+    from vidrd_model.eval import generate
+    from vidrd_model.eval.clipsim import ClipScorer
+    from vidrd_model.eval.longvideo import FLAG_MEANINGLESS, LongVideoSettings, format_number, run_longvideo
+    from vidrd_model.eval.report import is_standin_extractor
+
+    settings = LongVideoSettings(modes=chosen, lengths=_numbers("--lengths", lengths), clip_frames=frames,
+                                 steps=steps, guidance=guidance, negative_prompt=negative_prompt, seed=seed,
+                                 height=height, width=width, fps=fps, fvd_windows=_numbers("--fvd-windows", fvd_windows),
+                                 resolution=resolution, real_stride=real_stride)
+    _quiet_libraries()
+    pipe = generate.load_pipeline(model, device, sampler.dtype)
+    pipe.set_progress_bar_config(disable=True)
+    real_refs = ext = None
+    if real is not None:
+        from vidrd_model.eval.extractors import load_extractor
+        from vidrd_model.eval.videos import list_videos
+
+        real_refs, ext = list_videos(real), load_extractor("i3d", i3d, device)
+    standin = i3d is not None and is_standin_extractor(i3d)
+    results = run_longvideo(pipe, prompts, settings, out_dir,
+                            ClipScorer(config=clip_config, checkpoint=clip_checkpoint, device=device),
+                            model=provenance.model_identity(model), real_refs=real_refs, ext=ext,
+                            flag=FLAG_MEANINGLESS if demo or standin else None, device=device)
+    for mode, by_length in results["summary"].items():
+        for length_key, row in by_length.items():
+            out.print(f"{mode} {length_key}: {format_number(row['seconds_per_frame'])} s/frame, seam ratio px "
+                      f"{format_number(row['seam_pixels_ratio'])} CLIP {format_number(row['seam_clip_ratio'])}, first↔last "
+                      f"{format_number(row['drift_first_last'])}", markup=False, highlight=False)
+    out.print(f"wrote {out_dir / 'report.md'} and {out_dir / 'results.json'}", markup=False, highlight=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the app; user errors become one line and exit status 2 (a traceback only with --debug)."""
     # OSError: missing files (MissingExtractor is a FileNotFoundError); ValueError: unreadable inputs

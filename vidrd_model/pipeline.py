@@ -29,6 +29,8 @@ from diffusers.video_processor import VideoProcessor
 from einops import rearrange
 
 from .checkpoints import load_release_checkpoint, unet_config_from_2d
+from .long_video import MODES as LONG_VIDEO_MODES
+from .long_video import long_video_chunks
 from .sampling import frame_noise_reversion, guided_steps, past_dependent_noise_sampling, staged_guidance
 from .unet import VideoUNet
 from .vae import TemporalAutoencoderKL
@@ -266,6 +268,9 @@ class VidRDPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         callback_on_clip_end: Callable[[int, object], None] | None = None,
+        long_video: str = "vidrd",
+        num_frames_total: int | None = None,
+        long_video_options: dict | None = None,
     ) -> VidRDPipelineOutput | tuple:
         """Returns a video of `num_clips` clips of `num_frames` frames for `prompt`.
 
@@ -279,7 +284,15 @@ class VidRDPipeline(DiffusionPipeline):
                 (`pipe.clip_index` says which); it may return {"latents": ...} to replace them.
             callback_on_clip_end: `fn(clip_index, frames)` with each clip's frames (of `output_type`, overlap
                 already dropped) as soon as it is decoded; the clips are then not kept and `frames` is None.
+            long_video: the sampler, one of LONG_VIDEO_MODES: "vidrd" (FNR/PNS/DSG, the arguments above), or
+                "independent", "freenoise", "fifo", "gen-l-video" (vidrd_model/long_video/), which make
+                `num_frames_total` frames (default `num_clips`·`num_frames`) with windows of `num_frames` frames,
+                take their own options from `long_video_options`, and hand out pieces of up to `num_frames` frames.
         """
+        if long_video not in LONG_VIDEO_MODES:
+            raise ValueError(f"`long_video` must be one of {LONG_VIDEO_MODES}, got {long_video!r}")
+        if long_video != "vidrd" and latents is not None:
+            raise ValueError("`latents` is for the vidrd sampler; the other samplers draw their own noise")
         check_sampling_args(num_frames, num_clips, num_inference_steps, overlap_frames, noise_recycle,
                             denoise_guidance, overlap)
         if output_type not in OUTPUT_TYPES:
@@ -317,6 +330,17 @@ class VidRDPipeline(DiffusionPipeline):
             raise ValueError(f"`latents` must have shape {shape}, got {tuple(latents.shape)}")
 
         clips = []
+        if long_video != "vidrd":  # the other samplers, decoded and streamed piece by piece as VidRD's clips are
+            pieces = long_video_chunks(long_video, self, text_embeds, shape, num_frames_total or num_clips * num_frames,
+                                       num_inference_steps, guidance_scale, generator, **(long_video_options or {}))
+            for clip, piece in enumerate(pieces):
+                self._clip_index = clip
+                frames = self._output_clip(piece, output_type, decode_per_frame, decode_chunk_size, first_frame=0)
+                if callback_on_clip_end is not None:
+                    callback_on_clip_end(clip, frames)
+                else:
+                    clips.append(frames)
+            num_clips = 0  # VidRD's loop below has nothing left to do
         previous_inputs = None
         with self.progress_bar(total=num_clips * num_inference_steps) as progress_bar:
             for clip in range(num_clips):

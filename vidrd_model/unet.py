@@ -363,7 +363,10 @@ class VideoUNet(ModelMixin, ConfigMixin):
         encoder_hidden_states: torch.Tensor,
         return_dict: bool = True,
     ) -> UNet3DConditionOutput | tuple[torch.Tensor]:
-        """Returns the noise prediction (b, c, f, h, w) for clips `sample` at `timestep` given text embeddings."""
+        """Returns the noise prediction (b, c, f, h, w) for clips `sample` at `timestep` given text embeddings.
+
+        `timestep`: a number, a (b,) tensor, or a (b, f) tensor of one time step per frame.
+        """
         if sample.ndim != 5:
             raise ValueError(f"`sample` must be (batch, channels, frames, height, width), got {tuple(sample.shape)}")
         batch, _, num_frames, height, width = sample.shape
@@ -375,8 +378,12 @@ class VideoUNet(ModelMixin, ConfigMixin):
             timestep = torch.tensor([timestep], dtype=dtype, device=sample.device)
         elif timestep.ndim == 0:
             timestep = timestep[None].to(sample.device)
-        t_emb = self.time_proj(timestep.expand(batch)).to(dtype=sample.dtype)
-        temb = self.time_embedding(t_emb).repeat_interleave(num_frames, dim=0)  # same time step for every frame
+        if timestep.ndim == 2:  # (b, f): one time step per frame, for FIFO-Diffusion's diagonal denoising
+            t_emb = self.time_proj(timestep.to(sample.device).expand(batch, num_frames).reshape(-1))
+            temb = self.time_embedding(t_emb.to(dtype=sample.dtype))
+        else:
+            t_emb = self.time_proj(timestep.expand(batch)).to(dtype=sample.dtype)
+            temb = self.time_embedding(t_emb).repeat_interleave(num_frames, dim=0)  # same time step for every frame
         context = encoder_hidden_states.repeat_interleave(num_frames, dim=0)  # same text for every frame
 
         x = rearrange(sample, "b c f h w -> (b f) c h w")
