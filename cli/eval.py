@@ -716,7 +716,7 @@ def longvideo(
     demo: bool = typer.Option(False, "--demo", help="Flag every number as meaningless (a tiny demo model)."),
     frames: int = FramesOpt, steps: int = StepsOpt, guidance: float = GuidanceOpt, negative_prompt: str = NegativeOpt,
     seed: int = SeedOpt, height: Optional[int] = HeightOpt, width: Optional[int] = WidthOpt, fps: float = FpsOpt,
-    resolution: int = ResolutionOpt, real_stride: int = RealStrideOpt, dtype: str = DtypeOpt, device: str = DeviceOpt,
+    resolution: int = ResolutionOpt, real_stride: str = RealStrideOpt, dtype: str = DtypeOpt, device: str = DeviceOpt,
 ) -> None:
     """Long-video samplers side by side: videos of each length from each mode, seams, drift, FVD, speed."""
     from vidrd_model.long_video import MODES
@@ -748,7 +748,8 @@ def longvideo(
     settings = LongVideoSettings(modes=chosen, lengths=_numbers("--lengths", lengths), clip_frames=frames,
                                  steps=steps, guidance=guidance, negative_prompt=negative_prompt, seed=seed,
                                  height=height, width=width, fps=fps, fvd_windows=_numbers("--fvd-windows", fvd_windows),
-                                 resolution=resolution, real_stride=real_stride)
+                                 resolution=resolution, real_stride=_real_stride(real_stride) or 1,
+                                 match_fps=fps if _real_stride(real_stride) is None else None)
     _quiet_libraries()
     pipe = generate.load_pipeline(model, device, sampler.dtype)
     pipe.set_progress_bar_config(disable=True)

@@ -57,6 +57,7 @@ class LongVideoSettings:
     fvd_windows: tuple[int, ...] = (16, 128)
     resolution: int = 224  # I3D input: short side resized, centre-cropped
     real_stride: int = 1
+    match_fps: float | None = None  # real clips: each video's stride is round(its fps / this) (--real-stride auto)
     mode_options: dict = field(default_factory=dict)  # mode → keyword options of its sampler
 
     def as_dict(self) -> dict:
@@ -65,7 +66,8 @@ class LongVideoSettings:
 
     def key(self, model: dict) -> str:
         """Returns the sha256 of what a generated video depends on (sampling settings and model)."""
-        sampling = {k: v for k, v in self.as_dict().items() if k not in ("fvd_windows", "resolution", "real_stride")}
+        sampling = {k: v for k, v in self.as_dict().items() if k not in ("fvd_windows", "resolution", "real_stride",
+                                                                         "match_fps")}
         return hashlib.sha256(json.dumps({"settings": sampling, "model": model}, sort_keys=True).encode()).hexdigest()
 
 
@@ -227,7 +229,7 @@ def fvd_by_window(records: list[dict], real_refs: list[VideoRef], ext, settings:
     result = {}
     for window in settings.fvd_windows:
         clip = {"num_frames": window, "resolution": settings.resolution, "real_stride": settings.real_stride,
-                "pad_short": True}
+                "match_fps": settings.match_fps, "pad_short": True}
         real = real_statistics(real_refs, ext, clip, cache_path=out_dir / f"real_stats_{window}.npz",
                                progress=False, overwrite=True)
         per_mode = {}
