@@ -372,7 +372,7 @@ def make_loader(dataset: ManifestClips, batches, num_workers: int, pin_memory: b
         dataset,
         batch_sampler=batches,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=getattr(dataset, "collate", collate),  # a dataset of other samples (latents.py) brings its own
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,

@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from . import run_dir as rd
 from .data import IMAGE, VIDEO, BatchPlan, DataError, ManifestClips, collate, kind_pools, make_loader, read_rows, \
     validation_batches
+from .latents import CachedLatents, LatentCache, fingerprint
 from .params import freeze_for_training, trainable_parameters
 from .train_config import DATA_ORDER_KEYS, LR_SCHEDULES, ConfigError, TrainConfig, check_train_config, save_config
 
@@ -74,14 +75,7 @@ def diffusion_loss(unet, pipe, noise_scheduler, batch: dict, device, dtype,
     Training draws latents, noise and timesteps from the global RNG; validation passes a `generator` for fixed noise
     and timesteps, and takes the posterior's mean.
     """
-    pixels = batch["pixel_values"].to(device, dtype, non_blocking=True)  # (b, f, 3, H, W) in [-1, 1]
-    num_frames = pixels.shape[1]
-    with torch.no_grad():
-        posterior = pipe.vae.encode(rearrange(pixels, "b f c h w -> (b f) c h w")).latent_dist
-        latents = posterior.sample() if generator is None else posterior.mean
-        latents = rearrange(latents.float() * pipe.vae.config.scaling_factor, "(b f) c h w -> b c f h w",
-                            f=num_frames)
-        text = pipe.encode_prompt(batch["captions"], device)
+    latents, text = encode_batch(pipe, batch, device, dtype, generator)
     draw_on = generator.device if generator is not None else device
     noise = torch.randn(latents.shape, generator=generator, device=draw_on).to(device)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
@@ -95,6 +89,26 @@ def diffusion_loss(unet, pipe, noise_scheduler, batch: dict, device, dtype,
     return F.mse_loss(prediction.float(), target.float())
 
 
+def encode_batch(pipe, batch: dict, device, dtype, generator: torch.Generator | None = None):
+    """Returns the batch's scaled latents (b, c, f, h, w) in float32 and its text embeddings.
+
+    Pixels go through the frozen VAE (a posterior sample; its mean with a `generator`) and captions through the text
+    encoder; a latent-cache batch brings both (latents already sampled from the cached posterior).
+    """
+    scale = pipe.vae.config.scaling_factor
+    if "latents" in batch:
+        latents = batch["latents"].to(device, torch.float32, non_blocking=True) * scale
+        return latents, batch["encoder_hidden_states"].to(device, dtype, non_blocking=True)
+    pixels = batch["pixel_values"].to(device, dtype, non_blocking=True)  # (b, f, 3, H, W) in [-1, 1]
+    num_frames = pixels.shape[1]
+    with torch.no_grad():
+        posterior = pipe.vae.encode(rearrange(pixels, "b f c h w -> (b f) c h w")).latent_dist
+        latents = posterior.sample() if generator is None else posterior.mean
+        latents = rearrange(latents.float() * scale, "(b f) c h w -> b c f h w", f=num_frames)
+        text = pipe.encode_prompt(batch["captions"], device)
+    return latents, text
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -104,14 +118,20 @@ def load_data(config: TrainConfig, num_processes: int, process_index: int):
                                 allow_partial=config.allow_partial)
     if rows.num_rows == 0:
         raise DataError(f"no usable training rows in {', '.join(config.manifests)} ({dict(left_out)})")
+    cache = None
+    if config.latents:
+        cache, rows, left_out = rows_from_cache(config, rows, left_out)
     pools = kind_pools(rows)
     image_ratio = config.image_ratio
     if image_ratio is None:
         image_ratio = len(pools[IMAGE].rows) / rows.num_rows if IMAGE in pools else 0.0
     plan = BatchPlan(pools, {VIDEO: config.batch_size, IMAGE: config.image_batch_size}, image_ratio, config.seed,
                      num_processes, process_index)
-    dataset = ManifestClips(rows, config.resolution, config.num_frames, config.sample_fps, config.uncond_prob,
-                            config.seed, train=True)
+    if cache is not None:
+        dataset = CachedLatents(rows, cache, config.uncond_prob, config.seed)
+    else:
+        dataset = ManifestClips(rows, config.resolution, config.num_frames, config.sample_fps, config.uncond_prob,
+                                config.seed, train=True)
     counts = Counter(rows["kind"].to_pylist())
     log.info("training rows: %s; left out: %s; image batches: %.0f %%", dict(counts), dict(left_out), 100 * image_ratio)
     val_rows, _ = read_rows(config.manifests, config.root, split=config.val_split, allow_partial=config.allow_partial)
@@ -120,6 +140,20 @@ def load_data(config: TrainConfig, num_processes: int, process_index: int):
         validation = ManifestClips(val_rows, config.resolution, config.num_frames, config.sample_fps, 0.0,
                                    config.seed, train=False)
     return dataset, plan, validation
+
+
+def rows_from_cache(config: TrainConfig, rows, left_out: Counter):
+    """Returns the latent cache, the rows it holds and the updated left-out counts; CacheError when it does not fit
+    the config."""
+    cache = LatentCache(config.latents)
+    cache.check(fingerprint(config))
+    rows, missing = cache.rows_in_cache(rows)
+    if cache.failed:
+        log.warning("%d rows failed to encode into the latent cache (see %s)", len(cache.failed),
+                    Path(config.latents) / "report.json")
+    if rows.num_rows == 0:
+        raise DataError(f"the latent cache {config.latents} holds none of the training rows")
+    return cache, rows, left_out + missing
 
 
 def make_optimizer(config, params: list[torch.nn.Parameter]):
