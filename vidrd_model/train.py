@@ -200,8 +200,12 @@ def data_order(config, num_processes: int) -> dict:
 
 
 def save_checkpoint(accelerator, run: Path, step: int, trainable: dict, optimizer, lr_scheduler, ema,
-                    trainer_state: dict, limit: int | None, write_model: Callable[[Path], None]) -> Path:
-    """Writes `run/checkpoint-{step}`: `model/` (by `write_model`) for the sampler, `state/` for resuming."""
+                    trainer_state: dict, limit: int | None, write_model: Callable[[Path], None],
+                    scaler=None) -> Path:
+    """Writes `run/checkpoint-{step}`: `model/` (by `write_model`) for the sampler, `state/` for resuming.
+
+    `scaler`: the fp16 run's GradScaler (accelerator.scaler), whose loss scale and growth tracker go to trainer.json.
+    """
     final = run / f"checkpoint-{step:06d}"
     tmp = run / f".tmp-checkpoint-{step:06d}"
     if accelerator.is_main_process:
@@ -218,8 +222,9 @@ def save_checkpoint(accelerator, run: Path, step: int, trainable: dict, optimize
             rd.save_tensors(state / "ema.safetensors", dict(zip(trainable, ema.shadow_params)))
             ema_scalars = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
             (state / "ema.json").write_text(json.dumps(ema_scalars))
+        scaler_state = {"grad_scaler": scaler.state_dict()} if scaler is not None else {}
         (state / "trainer.json").write_text(json.dumps(
-            {**trainer_state, "step": step, "lr_scheduler": lr_scheduler.state_dict()}, indent=2))
+            {**trainer_state, "step": step, "lr_scheduler": lr_scheduler.state_dict(), **scaler_state}, indent=2))
         write_model(tmp / "model")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -241,8 +246,10 @@ def write_pipeline(base: Path, target: Path, unet, trainable: dict, ema) -> None
             ema.restore(trainable.values())
 
 
-def load_checkpoint(checkpoint: Path, process_index: int, trainable: dict, optimizer, lr_scheduler, ema) -> dict:
-    """Restores weights, optimizer, LR schedule, EMA and this process's RNG states; returns `trainer.json`."""
+def load_checkpoint(checkpoint: Path, process_index: int, trainable: dict, optimizer, lr_scheduler, ema,
+                    scaler=None) -> dict:
+    """Restores weights, optimizer, LR schedule, EMA, the fp16 GradScaler and this process's RNG states; returns
+    `trainer.json`. A checkpoint without a scaler state (a bf16/fp32 run's) leaves `scaler` at its start."""
     state = checkpoint / "state"
     weights = load_file(str(state / "trainable.safetensors"))
     if set(weights) != set(trainable):
@@ -253,6 +260,8 @@ def load_checkpoint(checkpoint: Path, process_index: int, trainable: dict, optim
     rd.optimizer_from_files(optimizer, state)
     trainer_state = json.loads((state / "trainer.json").read_text())
     lr_scheduler.load_state_dict(trainer_state["lr_scheduler"])
+    if scaler is not None and "grad_scaler" in trainer_state:
+        scaler.load_state_dict(trainer_state["grad_scaler"])
     if ema is not None:
         if not (state / "ema.safetensors").is_file():
             raise ConfigError(f"{checkpoint} has no EMA weights; resume it with ema = false")
@@ -371,7 +380,8 @@ def resume(accelerator, checkpoint: Path | None, order: dict, trainable: dict, o
     """Returns the trainer state to start from: a fresh one, or the checkpoint's after restoring everything else."""
     if checkpoint is None:
         return {"step": 0, "data_step": 0, "skipped_rows": 0, "data_order": order}
-    state = load_checkpoint(checkpoint, accelerator.process_index, trainable, optimizer, lr_scheduler, ema)
+    state = load_checkpoint(checkpoint, accelerator.process_index, trainable, optimizer, lr_scheduler, ema,
+                            accelerator.scaler)
     log.info("resumed from %s at step %d", checkpoint, state["step"])
     return {**state, "data_order": order, "checkpoint": str(checkpoint)}
 
@@ -434,7 +444,7 @@ def fit(config, accelerator, model, trainable: dict, optimizer, lr_scheduler, em
             last_checkpoint = save_checkpoint(
                 accelerator, run, step, trainable, optimizer, lr_scheduler, ema,
                 {"data_step": data_step, "skipped_rows": skipped, "data_order": state["data_order"]},
-                config.checkpoints_total_limit, write_model,
+                config.checkpoints_total_limit, write_model, scaler=accelerator.scaler,
             )
     if progress is not None:
         progress.stop()
