@@ -234,6 +234,8 @@ class VaeTrainConfig:
     resume: str | None = option(None, "latest (the run's newest checkpoint, if any) or a checkpoint folder.")
     log_every: int = option(10, "Write metrics every this many steps.")
     progress: bool = option(True, "Show a progress bar.")
+    gradient_checkpointing: bool = option(True, "Recompute each decoder ResNet + Temp-Conv in the backward pass "
+                                                "(about half the memory of a clip's decoder activations).")
 
 
 def check_vae_config(config: VaeTrainConfig) -> None:
