@@ -235,7 +235,7 @@ class VaeTrainConfig:
     log_every: int = option(10, "Write metrics every this many steps.")
     progress: bool = option(True, "Show a progress bar.")
     gradient_checkpointing: bool = option(True, "Recompute each decoder ResNet + Temp-Conv in the backward pass "
-                                                "(about half the memory of a clip's decoder activations).")
+                                                "(less memory: only the blocks' boundaries are kept).")
 
 
 def check_vae_config(config: VaeTrainConfig) -> None:
