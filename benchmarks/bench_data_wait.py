@@ -71,6 +71,19 @@ def reader_row(manifest: Path, open_videos: int, clips: int, resolution: int, fr
             "samples/s": f"{1 / per_clip:.1f}", "opens": dataset.videos.opened, "setup s": ""}
 
 
+def open_row(videos: list[Path]) -> dict:
+    """Returns the mean time to open a video for reading (what each clip read pays without an open reader)."""
+    from vidrd_io.video import open_video
+
+    started = time.perf_counter()
+    for video in videos:
+        open_video(video)
+    per_open = (time.perf_counter() - started) / len(videos)
+    return {"measure": f"open a video ({len(videos)} videos, mean)", "workers": 0,
+            "per step or clip ms": f"{1000 * per_open:.1f}", "data wait": "", "samples/s": "", "opens": len(videos),
+            "setup s": ""}
+
+
 def training_row(sd: str, manifest: Path, run: Path, workers: int, steps: int, warmup: int, resolution: int,
                  frames: int, batch: int, latents: Path | None, setup_s: float = 0.0) -> dict:
     """Trains `warmup + steps` steps; returns the step time and data-wait share over the last `steps`."""
@@ -117,7 +130,7 @@ def rows(workers: int = 2, steps: int = 20, warmup: int = 3, resolution: int = 6
             from vidrd_demo.models.stable_diffusion import write_tiny_stable_diffusion
 
             pretrained_model = str(write_tiny_stable_diffusion(tmp / "sd"))
-        out = [reader_row(manifest, n, reader_clips, resolution, frames) for n in (0, 4)]
+        out = [open_row(videos)] + [reader_row(manifest, n, reader_clips, resolution, frames) for n in (0, 4)]
         out.append(training_row(pretrained_model, manifest, tmp / "pixels", workers, steps, warmup, resolution,
                                 frames, batch, None))
         started = time.perf_counter()

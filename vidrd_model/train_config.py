@@ -275,7 +275,7 @@ def _check_shared(config, more_positive_keys: tuple[str, ...]) -> None:
 class CacheConfig:
     """Every setting of `vidrd-train cache`: what is encoded (it must match the training config that reads it)."""
 
-    manifests: list[str] = option([], "Manifest folders whose ok rows are encoded (repeat the option).")
+    manifests: list[str] = option([], "Manifest folders whose ok rows are encoded.")
     out: str | None = option(None, "Cache folder (created; a run killed part-way resumes into it).")
     pretrained_model: str | None = option(None, "Stable Diffusion diffusers folder: its VAE encodes frames, its "
                                                 "text encoder captions (as `vidrd-train train` would).")
