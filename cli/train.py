@@ -19,7 +19,7 @@ import typer
 from cli._app import run_app, typer_app
 from rich.console import Console
 
-from vidrd_model.train_config import TrainConfig, VaeTrainConfig, field_types, load_config
+from vidrd_model.train_config import CacheConfig, TrainConfig, VaeTrainConfig, field_types, load_config
 
 app = typer_app("Train VidRD on vidrd manifests (`train`), or fine-tune its temporal VAE decoder (`vae`).")
 out = Console(soft_wrap=True)
@@ -27,16 +27,22 @@ out = Console(soft_wrap=True)
 
 
 
-def _config_options(config_class):
+def _config_options(config_class, positional: str | None = None):
     """Gives a command one `--key` option per field of `config_class` and passes it the loaded config instead.
 
-    An option left out is None, so the TOML file's value (or the default) stays.
+    An option left out is None, so the TOML file's value (or the default) stays. With `positional` (a list field),
+    that field is the command's arguments and the TOML file is given with `--config`.
     """
 
     def decorate(command):
         kinds = field_types(config_class)
         options = []
         for f in dataclasses.fields(config_class):
+            if f.name == positional:
+                options.insert(0, inspect.Parameter(
+                    f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=List[str],
+                    default=typer.Argument(..., help=f.metadata["help"], show_default=False)))
+                continue
             flag = "--" + f.name.replace("_", "-")
             declaration = f"{flag}/--no-{flag[2:]}" if kinds[f.name] is bool else flag
             annotation = Optional[List[str]] if kinds[f.name] is list else Optional[kinds[f.name]]
@@ -50,11 +56,18 @@ def _config_options(config_class):
                          if v is not None and v != () and v != []}
             return command(load_config(config_class, config_file, overrides))
 
+        config_help = "A TOML config (see configs/train_demo.toml); options override it."
         config_argument = inspect.Parameter(
-            "config_file", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[Path],
-            default=typer.Argument(None, help="A TOML config (see configs/train_demo.toml); options override it."),
+            "config_file", inspect.Parameter.KEYWORD_ONLY if positional else inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=Optional[Path],
+            default=typer.Option(None, "--config", help=config_help) if positional else
+            typer.Argument(None, help=config_help),
         )
-        wrapper.__signature__ = inspect.Signature([config_argument, *options])
+        if positional:
+            options.insert(1, config_argument)
+            wrapper.__signature__ = inspect.Signature(options)
+        else:
+            wrapper.__signature__ = inspect.Signature([config_argument, *options])
         return wrapper
 
     return decorate
@@ -90,6 +103,18 @@ def vae(config) -> None:
         out.print(f"VAE: [bold]{model}[/]  (metrics {Path(config.output_dir) / 'log.csv'}); put it in a trained "
                   f"model with: vidrd-train train --vae {model}, or sample the release with it: "
                   f"vidrd-sample --base SD --vidrd-ckpt ModelT2V.pth --vae {model}")
+
+
+@app.command()
+@_config_options(CacheConfig, positional="manifests")
+def cache(config) -> None:
+    """Encode manifests once with the frozen VAE and text encoder, for `vidrd-train train --latents DIR`."""
+    from vidrd_model.latents import build_cache
+
+    folder = build_cache(config)
+    if _main_process():
+        out.print(f"latent cache: [bold]{folder}[/]  (report {folder / 'report.json'}); train on it with: "
+                  f"vidrd-train train --latents {folder}")
 
 
 def _main_process() -> bool:

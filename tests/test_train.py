@@ -321,3 +321,32 @@ def test_checkpoint_state_is_safetensors_and_json_only(uninterrupted_run):
     _, run, _ = uninterrupted_run
     state = run / "checkpoint-000004" / "state"
     assert sorted(p.suffix for p in state.iterdir()) == [".json"] * 4 + [".safetensors"] * 4
+
+
+def test_grad_scaler_state_round_trips_through_a_checkpoint(tmp_path):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    layer = torch.nn.Linear(3, 2)
+    trainable = dict(layer.named_parameters())
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=1e-3)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    for overflow in (True, False, False):  # one skipped step halves the scale; two good ones advance the tracker
+        optimizer.zero_grad()
+        scaler.scale(layer(torch.ones(1, 3)).sum()).backward()
+        if overflow:
+            layer.weight.grad[0, 0] = float("inf")
+        scaler.step(optimizer)
+        scaler.update()
+    saved = scaler.state_dict()
+    assert saved["scale"] == 512.0 and saved["_growth_tracker"] == 2
+    checkpoint = train_module.save_checkpoint(accelerator, tmp_path, 3, trainable, optimizer, lr_scheduler, None, {},
+                                              None, lambda target: target.mkdir(), scaler=scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=3)
+    train_module.load_checkpoint(checkpoint, 0, trainable, optimizer, lr_scheduler, None, scaler=fresh)
+    assert fresh.state_dict() == saved
+    fresh.scale(layer(torch.ones(1, 3)).sum()).backward()  # the restored tracker grows the scale on the next step
+    fresh.step(optimizer)
+    fresh.update()
+    assert fresh.get_scale() == 1024.0

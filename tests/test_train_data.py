@@ -240,3 +240,67 @@ def test_vidrd_train_on_a_manifest_missing_one_of_7_parts_exits_2_and_trains_not
     warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "--allow-partial" in r.getMessage()]
     assert warning and "seven is incomplete: part 5 of 7 missing; reading the 6 complete parts anyway" in warning[0]
     assert (tmp_path / "partial" / "log.csv").exists()
+
+
+# ---------------------------------------------------------------- clip reading that seeks
+
+
+def _long_video(path, seconds: int = 12, fps: float = 8.0) -> str:
+    """An mp4 whose every frame differs (a bar that moves and a frame-numbered shade), keyframes 2 s apart."""
+    from vidrd_io.video import write_mp4
+
+    n = int(seconds * fps)
+    frames = np.zeros((n, 32, 48, 3), np.uint8)
+    for i in range(n):
+        frames[i, :, :, 0] = (i * 5) % 256
+        frames[i, 8:24, i % 40: i % 40 + 8, 1] = 255
+    write_mp4(path, frames, fps)
+    return str(path)
+
+
+def _clips_of(path: str, starts, frames: int = 5, fps: float = 4.0) -> list:
+    return [s + np.arange(frames) / fps for s in starts]
+
+
+@pytest.mark.parametrize("name", ["testvideo.mp4", "fades.mp4", "counter.mp4", "generated"])
+def test_clips_read_through_open_readers_are_the_frames_a_fresh_open_gives(name, tmp_path):
+    from tests.conftest import shared_video
+    from vidrd_io.video import read_frames
+    from vidrd_model.data import OpenVideos
+
+    path = _long_video(tmp_path / "long.mp4") if name == "generated" else str(shared_video(name))
+    starts = [1.5, 0.0, 1.1, 0.3] if name == "counter.mp4" else [5.0, 0.2, 7.3, 6.9]  # seeks back and forth
+    videos = OpenVideos(size=2)
+    for times in _clips_of(path, starts, frames=3):
+        assert np.array_equal(videos.read(path, times), read_frames(path, times))
+    assert videos.opened == 1
+
+
+def test_open_readers_are_an_lru_and_a_forked_or_unpickled_copy_opens_its_own(tmp_path):
+    import pickle
+
+    from vidrd_model.data import OpenVideos
+
+    paths = [_long_video(tmp_path / f"v{i}.mp4", seconds=2) for i in range(3)]
+    videos = OpenVideos(size=2)
+    for path in (paths[0], paths[1], paths[0], paths[2], paths[0], paths[1]):
+        videos.read(path, [0.5])
+    assert videos.opened == 4 and list(videos.readers) == [paths[0], paths[1]]  # v1 evicted by v2, reopened
+    copy = pickle.loads(pickle.dumps(videos))
+    assert copy.readers == {} and copy.size == 2
+    videos.pid = -1  # as a forked worker sees its parent's readers
+    videos.read(paths[0], [0.5])
+    assert videos.opened == 1 and list(videos.readers) == [paths[0]]
+
+
+def test_a_worker_reads_many_clips_of_a_long_video_with_one_open(rows, tmp_path):
+    table, _ = rows
+    dataset = ManifestClips(table, resolution=24, num_frames=3, uncond_prob=0.0)
+    clip = _index(table, "clip-1")
+    for draw in range(6):
+        dataset[(clip, draw)]
+    assert dataset.videos.opened == 1
+    reopen = ManifestClips(table, resolution=24, num_frames=3, uncond_prob=0.0, open_videos=0)
+    for draw in range(3):
+        assert torch.equal(reopen[(clip, draw)]["pixel_values"], dataset[(clip, draw)]["pixel_values"])
+    assert reopen.videos.opened == 3

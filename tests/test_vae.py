@@ -207,3 +207,56 @@ def test_decode_chunks_equal_decoding_each_chunk_as_its_own_clip(trained_vae):
 def test_decode_rejects_rows_that_are_not_whole_clips(trained_vae):
     with pytest.raises(ValueError, match="whole number of clips"):
         trained_vae.decode(latents(frames=3), num_frames=2)
+
+
+def test_enable_slicing_decodes_one_clip_at_a_time_to_the_same_frames(trained_vae, monkeypatch):
+    z = latents(frames=4, clips=3)
+    with torch.no_grad():
+        whole = trained_vae.decode(z, num_frames=4).sample
+        whole_frames = trained_vae.decode(z, num_frames=1).sample
+        rows_seen = []
+        real = trained_vae._decode_clips
+        monkeypatch.setattr(trained_vae, "_decode_clips", lambda x, f: rows_seen.append(x.shape[0]) or real(x, f))
+        trained_vae.enable_slicing()
+        try:
+            sliced = trained_vae.decode(z, num_frames=4).sample
+            sliced_frames = trained_vae.decode(z, num_frames=1).sample
+        finally:
+            trained_vae.disable_slicing()
+    assert rows_seen == [4, 4, 4] + [1] * 12  # a clip per decoder call; frame by frame: a row per call
+    torch.testing.assert_close(sliced, whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sliced_frames, whole_frames, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_gradient_checkpointing_gives_the_gradients_of_plain_backprop(sd_vae_dir, monkeypatch):
+    import vidrd_model.vae as vae_module
+
+    vae = randomize_(TemporalAutoencoderKL.from_pretrained_2d(sd_vae_dir), seed=7, only="temp_convs").train()
+    vae.requires_grad_(False)
+    temporal = [p for n, p in vae.named_parameters() if "temp_convs" in n]
+    for param in temporal:
+        param.requires_grad_(True)
+    z = latents(frames=4, clips=2)
+
+    def gradients():
+        torch.manual_seed(3)  # the same dropout masks in both runs (checkpointing replays the RNG on recompute)
+        for param in temporal:
+            param.grad = None
+        vae.decode(z, num_frames=4).sample.square().mean().backward()
+        return [param.grad.clone() for param in temporal]
+
+    plain = gradients()
+    vae.enable_gradient_checkpointing()
+    recomputed = []
+    real = vae_module.checkpoint
+
+    def counting(*args, **kwargs):
+        recomputed.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vae_module, "checkpoint", counting)
+    checkpointed = gradients()
+    assert len(recomputed) > len(vae.decoder.up_blocks)  # every ResNet + Temp-Conv pair went through checkpoint
+    assert any(g.abs().sum() > 0 for g in plain)
+    for a, b in zip(plain, checkpointed):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)

@@ -12,7 +12,8 @@ uninterrupted one would, whatever the number of DataLoader workers.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import os
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -26,7 +27,7 @@ from torch.utils.data import Dataset
 from vidrd_io.images import open_image
 from vidrd_data.manifest import Manifest
 from vidrd_data.ops.motion import MOTION_TYPE, render_pseudo_video
-from vidrd_io.video import read_frames
+from vidrd_io.video import open_video
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ VIDEO, IMAGE = "video", "image"  # the two batch kinds
 BATCH_KIND = {"video_clip": VIDEO, "pseudo_video": VIDEO, "image": IMAGE}
 KIND_IDS = {VIDEO: 0, IMAGE: 1}
 MAX_SUBSTITUTES = 10  # rows tried in place of one that fails to decode before the batch gives up
+OPEN_VIDEOS = 4  # open readers each loader process keeps (clips of one long video come in runs, a few sources mix)
 
 ROW_SCHEMA = pa.schema(
     [
@@ -238,6 +240,42 @@ def clip_times(start: float, end: float, source_fps: float, num_frames: int, sam
     return t0 + np.arange(num_frames) / sample_fps
 
 
+class OpenVideos:
+    """The frames of a video at given times, from a small LRU of open readers of this process.
+
+    Opening a long video costs far more than seeking in it (decord builds its frame index and decodes frame 0), so
+    each DataLoader worker keeps its last `size` readers (`vidrd_io.video.open_video`: the same reader
+    `read_frames` opens and drops each call, so the frames are the same). A reader is dropped (and so closed) when
+    evicted. Readers never cross processes: after a fork the inherited ones are dropped unused, and pickling (spawn)
+    carries none.
+    """
+
+    def __init__(self, size: int = OPEN_VIDEOS):
+        self.size = size
+        self.readers: OrderedDict[str, object] = OrderedDict()
+        self.pid = os.getpid()
+        self.opened = 0  # opens so far in this process (what the LRU saves is visible in tests and benchmarks)
+
+    def read(self, path: str, times) -> np.ndarray:
+        """Returns the frames of `path` shown at `times` (seconds) as uint8 (n, H, W, 3), upright."""
+        if os.getpid() != self.pid:  # a forked worker: its parent's readers share file offsets with the parent
+            self.readers, self.pid, self.opened = OrderedDict(), os.getpid(), 0
+        read = self.readers.pop(path, None)
+        if read is None:
+            read = open_video(path)[1]
+            self.opened += 1
+        self.readers[path] = read  # most recently used last
+        while len(self.readers) > self.size:  # size 0: every clip reopens its video
+            self.readers.popitem(last=False)
+        return read(times)
+
+    def __getstate__(self) -> dict:
+        return {"size": self.size}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["size"])
+
+
 def resize_center_crop(frames: torch.Tensor, resolution: int) -> torch.Tensor:
     """Returns uint8 frames (n, 3, H, W) resized (short side, antialiased) and centre-cropped to `resolution`²."""
     frames = TF.resize(frames, resolution, antialias=True)
@@ -254,7 +292,7 @@ class ManifestClips(Dataset):
     """
 
     def __init__(self, rows: pa.Table, resolution: int = 256, num_frames: int = 8, sample_fps: float = 8.0,
-                 uncond_prob: float = 0.1, seed: int = 0, train: bool = True):
+                 uncond_prob: float = 0.1, seed: int = 0, train: bool = True, open_videos: int = OPEN_VIDEOS):
         if resolution < 8:
             raise DataError(f"resolution must be ≥ 8, got {resolution}")
         if num_frames < 1 or sample_fps <= 0:
@@ -265,6 +303,7 @@ class ManifestClips(Dataset):
         self.uncond_prob, self.seed, self.train = uncond_prob, seed, train
         kinds = np.array([BATCH_KIND[k] for k in rows["kind"].to_pylist()])
         self.same_kind = {kind: np.flatnonzero(kinds == kind) for kind in (VIDEO, IMAGE)}
+        self.videos = OpenVideos(open_videos)  # 0: reopen the video for every clip (what the benchmark compares)
 
     def __len__(self) -> int:
         return self.rows.num_rows
@@ -311,7 +350,7 @@ class ManifestClips(Dataset):
         if end is None or end <= start:
             raise ValueError(f"clip has no span: start {start}, end {end}")
         times = clip_times(start, end, row["fps"] or 0.0, self.num_frames, self.sample_fps, rng)
-        return read_frames(row["path"], times)
+        return self.videos.read(row["path"], times)
 
 
 def collate(samples: list[dict]) -> dict:
@@ -334,7 +373,7 @@ def make_loader(dataset: ManifestClips, batches, num_workers: int, pin_memory: b
         dataset,
         batch_sampler=batches,
         num_workers=num_workers,
-        collate_fn=collate,
+        collate_fn=getattr(dataset, "collate", collate),  # a dataset of other samples (latents.py) brings its own
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,

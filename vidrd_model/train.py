@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from . import run_dir as rd
 from .data import IMAGE, VIDEO, BatchPlan, DataError, ManifestClips, collate, kind_pools, make_loader, read_rows, \
     validation_batches
+from .latents import CachedLatents, LatentCache, fingerprint
 from .params import freeze_for_training, trainable_parameters
 from .train_config import DATA_ORDER_KEYS, LR_SCHEDULES, ConfigError, TrainConfig, check_train_config, save_config
 
@@ -74,14 +75,7 @@ def diffusion_loss(unet, pipe, noise_scheduler, batch: dict, device, dtype,
     Training draws latents, noise and timesteps from the global RNG; validation passes a `generator` for fixed noise
     and timesteps, and takes the posterior's mean.
     """
-    pixels = batch["pixel_values"].to(device, dtype, non_blocking=True)  # (b, f, 3, H, W) in [-1, 1]
-    num_frames = pixels.shape[1]
-    with torch.no_grad():
-        posterior = pipe.vae.encode(rearrange(pixels, "b f c h w -> (b f) c h w")).latent_dist
-        latents = posterior.sample() if generator is None else posterior.mean
-        latents = rearrange(latents.float() * pipe.vae.config.scaling_factor, "(b f) c h w -> b c f h w",
-                            f=num_frames)
-        text = pipe.encode_prompt(batch["captions"], device)
+    latents, text = encode_batch(pipe, batch, device, dtype, generator)
     draw_on = generator.device if generator is not None else device
     noise = torch.randn(latents.shape, generator=generator, device=draw_on).to(device)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
@@ -95,6 +89,26 @@ def diffusion_loss(unet, pipe, noise_scheduler, batch: dict, device, dtype,
     return F.mse_loss(prediction.float(), target.float())
 
 
+def encode_batch(pipe, batch: dict, device, dtype, generator: torch.Generator | None = None):
+    """Returns the batch's scaled latents (b, c, f, h, w) in float32 and its text embeddings.
+
+    Pixels go through the frozen VAE (a posterior sample; its mean with a `generator`) and captions through the text
+    encoder; a latent-cache batch brings both (latents already sampled from the cached posterior).
+    """
+    scale = pipe.vae.config.scaling_factor
+    if "latents" in batch:
+        latents = batch["latents"].to(device, torch.float32, non_blocking=True) * scale
+        return latents, batch["encoder_hidden_states"].to(device, dtype, non_blocking=True)
+    pixels = batch["pixel_values"].to(device, dtype, non_blocking=True)  # (b, f, 3, H, W) in [-1, 1]
+    num_frames = pixels.shape[1]
+    with torch.no_grad():
+        posterior = pipe.vae.encode(rearrange(pixels, "b f c h w -> (b f) c h w")).latent_dist
+        latents = posterior.sample() if generator is None else posterior.mean
+        latents = rearrange(latents.float() * scale, "(b f) c h w -> b c f h w", f=num_frames)
+        text = pipe.encode_prompt(batch["captions"], device)
+    return latents, text
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -104,14 +118,20 @@ def load_data(config: TrainConfig, num_processes: int, process_index: int):
                                 allow_partial=config.allow_partial)
     if rows.num_rows == 0:
         raise DataError(f"no usable training rows in {', '.join(config.manifests)} ({dict(left_out)})")
+    cache = None
+    if config.latents:
+        cache, rows, left_out = rows_from_cache(config, rows, left_out)
     pools = kind_pools(rows)
     image_ratio = config.image_ratio
     if image_ratio is None:
         image_ratio = len(pools[IMAGE].rows) / rows.num_rows if IMAGE in pools else 0.0
     plan = BatchPlan(pools, {VIDEO: config.batch_size, IMAGE: config.image_batch_size}, image_ratio, config.seed,
                      num_processes, process_index)
-    dataset = ManifestClips(rows, config.resolution, config.num_frames, config.sample_fps, config.uncond_prob,
-                            config.seed, train=True)
+    if cache is not None:
+        dataset = CachedLatents(rows, cache, config.uncond_prob, config.seed)
+    else:
+        dataset = ManifestClips(rows, config.resolution, config.num_frames, config.sample_fps, config.uncond_prob,
+                                config.seed, train=True)
     counts = Counter(rows["kind"].to_pylist())
     log.info("training rows: %s; left out: %s; image batches: %.0f %%", dict(counts), dict(left_out), 100 * image_ratio)
     val_rows, _ = read_rows(config.manifests, config.root, split=config.val_split, allow_partial=config.allow_partial)
@@ -120,6 +140,20 @@ def load_data(config: TrainConfig, num_processes: int, process_index: int):
         validation = ManifestClips(val_rows, config.resolution, config.num_frames, config.sample_fps, 0.0,
                                    config.seed, train=False)
     return dataset, plan, validation
+
+
+def rows_from_cache(config: TrainConfig, rows, left_out: Counter):
+    """Returns the latent cache, the rows it holds and the updated left-out counts; CacheError when it does not fit
+    the config."""
+    cache = LatentCache(config.latents)
+    cache.check(fingerprint(config))
+    rows, missing = cache.rows_in_cache(rows)
+    if cache.failed:
+        log.warning("%d rows failed to encode into the latent cache (see %s)", len(cache.failed),
+                    Path(config.latents) / "report.json")
+    if rows.num_rows == 0:
+        raise DataError(f"the latent cache {config.latents} holds none of the training rows")
+    return cache, rows, left_out + missing
 
 
 def make_optimizer(config, params: list[torch.nn.Parameter]):
@@ -166,8 +200,12 @@ def data_order(config, num_processes: int) -> dict:
 
 
 def save_checkpoint(accelerator, run: Path, step: int, trainable: dict, optimizer, lr_scheduler, ema,
-                    trainer_state: dict, limit: int | None, write_model: Callable[[Path], None]) -> Path:
-    """Writes `run/checkpoint-{step}`: `model/` (by `write_model`) for the sampler, `state/` for resuming."""
+                    trainer_state: dict, limit: int | None, write_model: Callable[[Path], None],
+                    scaler=None) -> Path:
+    """Writes `run/checkpoint-{step}`: `model/` (by `write_model`) for the sampler, `state/` for resuming.
+
+    `scaler`: the fp16 run's GradScaler (accelerator.scaler), whose loss scale and growth tracker go to trainer.json.
+    """
     final = run / f"checkpoint-{step:06d}"
     tmp = run / f".tmp-checkpoint-{step:06d}"
     if accelerator.is_main_process:
@@ -184,8 +222,9 @@ def save_checkpoint(accelerator, run: Path, step: int, trainable: dict, optimize
             rd.save_tensors(state / "ema.safetensors", dict(zip(trainable, ema.shadow_params)))
             ema_scalars = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
             (state / "ema.json").write_text(json.dumps(ema_scalars))
+        scaler_state = {"grad_scaler": scaler.state_dict()} if scaler is not None else {}
         (state / "trainer.json").write_text(json.dumps(
-            {**trainer_state, "step": step, "lr_scheduler": lr_scheduler.state_dict()}, indent=2))
+            {**trainer_state, "step": step, "lr_scheduler": lr_scheduler.state_dict(), **scaler_state}, indent=2))
         write_model(tmp / "model")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -207,8 +246,10 @@ def write_pipeline(base: Path, target: Path, unet, trainable: dict, ema) -> None
             ema.restore(trainable.values())
 
 
-def load_checkpoint(checkpoint: Path, process_index: int, trainable: dict, optimizer, lr_scheduler, ema) -> dict:
-    """Restores weights, optimizer, LR schedule, EMA and this process's RNG states; returns `trainer.json`."""
+def load_checkpoint(checkpoint: Path, process_index: int, trainable: dict, optimizer, lr_scheduler, ema,
+                    scaler=None) -> dict:
+    """Restores weights, optimizer, LR schedule, EMA, the fp16 GradScaler and this process's RNG states; returns
+    `trainer.json`. A checkpoint without a scaler state (a bf16/fp32 run's) leaves `scaler` at its start."""
     state = checkpoint / "state"
     weights = load_file(str(state / "trainable.safetensors"))
     if set(weights) != set(trainable):
@@ -219,6 +260,8 @@ def load_checkpoint(checkpoint: Path, process_index: int, trainable: dict, optim
     rd.optimizer_from_files(optimizer, state)
     trainer_state = json.loads((state / "trainer.json").read_text())
     lr_scheduler.load_state_dict(trainer_state["lr_scheduler"])
+    if scaler is not None and "grad_scaler" in trainer_state:
+        scaler.load_state_dict(trainer_state["grad_scaler"])
     if ema is not None:
         if not (state / "ema.safetensors").is_file():
             raise ConfigError(f"{checkpoint} has no EMA weights; resume it with ema = false")
@@ -337,7 +380,8 @@ def resume(accelerator, checkpoint: Path | None, order: dict, trainable: dict, o
     """Returns the trainer state to start from: a fresh one, or the checkpoint's after restoring everything else."""
     if checkpoint is None:
         return {"step": 0, "data_step": 0, "skipped_rows": 0, "data_order": order}
-    state = load_checkpoint(checkpoint, accelerator.process_index, trainable, optimizer, lr_scheduler, ema)
+    state = load_checkpoint(checkpoint, accelerator.process_index, trainable, optimizer, lr_scheduler, ema,
+                            accelerator.scaler)
     log.info("resumed from %s at step %d", checkpoint, state["step"])
     return {**state, "data_order": order, "checkpoint": str(checkpoint)}
 
@@ -400,7 +444,7 @@ def fit(config, accelerator, model, trainable: dict, optimizer, lr_scheduler, em
             last_checkpoint = save_checkpoint(
                 accelerator, run, step, trainable, optimizer, lr_scheduler, ema,
                 {"data_step": data_step, "skipped_rows": skipped, "data_order": state["data_order"]},
-                config.checkpoints_total_limit, write_model,
+                config.checkpoints_total_limit, write_model, scaler=accelerator.scaler,
             )
     if progress is not None:
         progress.stop()

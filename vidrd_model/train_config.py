@@ -24,7 +24,8 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine"}  # ours → diffusers' get_scheduler names
 # Config keys that fix which sample comes at which step: a checkpoint resumes only under the same values.
 DATA_ORDER_KEYS = ("manifests", "root", "train_split", "seed", "batch_size", "image_batch_size", "image_ratio",
-                   "num_frames", "sample_fps", "resolution", "uncond_prob", "kinds")
+                   "num_frames", "sample_fps", "resolution", "uncond_prob", "kinds", "latents")
+CLIP_POLICIES = ("center", "random")  # which clip(s) of a video row the latent cache encodes
 PIXEL_LOSSES = ("l1", "l2")
 
 
@@ -166,6 +167,8 @@ class TrainConfig:
     validation_guidance: float = option(7.5, "Classifier-free guidance scale of the validation videos.")
     validation_samples: int = option(16, "Validation rows of each kind the validation loss averages over.")
     progress: bool = option(True, "Show a progress bar.")
+    latents: str | None = option(None, "Train on this latent cache (from `vidrd-train cache`) instead of decoding "
+                                       "and encoding every sample; refused unless built for this config.")
 
 
 def check_train_config(config: TrainConfig) -> None:
@@ -231,6 +234,8 @@ class VaeTrainConfig:
     resume: str | None = option(None, "latest (the run's newest checkpoint, if any) or a checkpoint folder.")
     log_every: int = option(10, "Write metrics every this many steps.")
     progress: bool = option(True, "Show a progress bar.")
+    gradient_checkpointing: bool = option(True, "Recompute each decoder ResNet + Temp-Conv in the backward pass "
+                                                "(less memory: only the blocks' boundaries are kept).")
 
 
 def check_vae_config(config: VaeTrainConfig) -> None:
@@ -264,3 +269,51 @@ def _check_shared(config, more_positive_keys: tuple[str, ...]) -> None:
         raise ConfigError(f"checkpoints_total_limit must be ≥ 1, got {config.checkpoints_total_limit}")
     if config.num_workers < 0 or config.lr_warmup_steps < 0:
         raise ConfigError("num_workers and lr_warmup_steps must be ≥ 0")
+
+
+@dataclass
+class CacheConfig:
+    """Every setting of `vidrd-train cache`: what is encoded (it must match the training config that reads it)."""
+
+    manifests: list[str] = option([], "Manifest folders whose ok rows are encoded.")
+    out: str | None = option(None, "Cache folder (created; a run killed part-way resumes into it).")
+    pretrained_model: str | None = option(None, "Stable Diffusion diffusers folder: its VAE encodes frames, its "
+                                                "text encoder captions (as `vidrd-train train` would).")
+    vae: str | None = option(None, "Temporal VAE folder to encode with instead of the base model's (as "
+                                   "`vidrd-train train --vae`).")
+    root: str | None = option(None, "Folder the manifests' relative media paths are under (default: their own).")
+    allow_partial: bool = option(False, "Encode a manifest with missing parts anyway.")
+    train_split: str = option("train", "Rows of this `split` are encoded (manifests without a split column: all).")
+    resolution: int = option(256, "Frames are resized (short side) and centre-cropped to this square size.")
+    num_frames: int = option(8, "Frames per video sample.")
+    sample_fps: float = option(8.0, "Frame rate video clips are sampled at.")
+    clip_policy: str = option("random", "Which clips of a video row: random (clips_per_row seeded random starts, "
+                                        "as training draws them) or center (the centred clip).")
+    clips_per_row: int = option(4, "Clips encoded per video_clip row with clip_policy random; training draws one "
+                                   "of them per sample.")
+    seed: int = option(0, "Seed of the random clip starts.")
+    shard_size: int = option(256, "Rows per shard (the unit written atomically, resumed and spread over processes).")
+    num_workers: int = option(2, "DataLoader worker processes decoding clips (0: decode in the encoding process).")
+    mixed_precision: str = option("no", "no, fp16 or bf16: the dtype the VAE and text encoder run in (stored "
+                                        "latents are float32 either way).")
+
+
+def check_cache_config(config: CacheConfig) -> None:
+    """Raises ConfigError naming the first setting that cannot work, before anything is loaded."""
+    if not config.manifests:
+        raise ConfigError("manifests is required (one or more manifest folders)")
+    if not config.out:
+        raise ConfigError("out is required (the cache folder)")
+    if not config.pretrained_model:
+        raise ConfigError("pretrained_model is required (its text encoder encodes the captions, its VAE the frames)")
+    if config.clip_policy not in CLIP_POLICIES:
+        raise ConfigError(f"clip_policy must be one of {CLIP_POLICIES}, got {config.clip_policy!r}")
+    if config.mixed_precision not in MIXED_PRECISION:
+        raise ConfigError(f"mixed_precision must be one of {MIXED_PRECISION}, got {config.mixed_precision!r}")
+    if config.resolution % 8:
+        raise ConfigError(f"resolution must be a multiple of 8, got {config.resolution}")
+    for key in ("num_frames", "clips_per_row", "shard_size"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{key} must be ≥ 1, got {getattr(config, key)}")
+    if config.sample_fps <= 0 or config.num_workers < 0:
+        raise ConfigError("sample_fps must be > 0 and num_workers ≥ 0")

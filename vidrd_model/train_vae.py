@@ -130,6 +130,8 @@ def train_vae(config: VaeTrainConfig) -> Path:
     for param in trainable.values():
         param.requires_grad_(True)
     vae.float().to(device).train()
+    if config.gradient_checkpointing:
+        vae.enable_gradient_checkpointing()
     lpips = None
     if config.lpips_backbone:
         lpips = LPIPS.from_files(config.lpips_backbone, config.lpips_linear).to(device)

@@ -10,6 +10,7 @@ import os
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.autoencoders.vae import DecoderOutput
@@ -77,19 +78,28 @@ class TemporalAutoencoderKL(AutoencoderKL):
                 )
 
     def _decode_clips(self, z: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Returns decoded frames for frame-contiguous latent rows, Temp-Conv mixing each clip's `num_frames` rows."""
+        """Returns decoded frames for frame-contiguous latent rows, Temp-Conv mixing each clip's `num_frames` rows.
+
+        With gradient checkpointing on (`enable_gradient_checkpointing()`, diffusers' switch) and gradients enabled,
+        each ResNet + Temp-Conv pair and each upsampler is recomputed in the backward pass instead of keeping its
+        activations (the RNG state is replayed, so dropout draws the same masks and the gradients are the same).
+        """
         decoder = self.decoder
+        checkpointing = torch.is_grad_enabled() and decoder.gradient_checkpointing
+
+        def run(function, *args):
+            return checkpoint(function, *args, use_reentrant=False) if checkpointing else function(*args)
+
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)
-        x = decoder.mid_block(decoder.conv_in(z))
+        x = run(decoder.mid_block, decoder.conv_in(z))
         for up_block in decoder.up_blocks:
             for j, resnet in enumerate(up_block.resnets):
-                x = resnet(x, temb=None)
-                if up_block.temp_convs is not None:
-                    x = up_block.temp_convs[j](x, num_frames)
+                temp_conv = up_block.temp_convs[j] if up_block.temp_convs is not None else None
+                x = run(_resnet_then_temp_conv, resnet, temp_conv, x, num_frames)
             if up_block.upsamplers is not None:
                 for upsampler in up_block.upsamplers:
-                    x = upsampler(x)
+                    x = run(upsampler, x)
         return decoder.conv_out(decoder.conv_act(decoder.conv_norm_out(x)))
 
     @apply_forward_hook
@@ -105,8 +115,9 @@ class TemporalAutoencoderKL(AutoencoderKL):
 
         `num_frames` is the clip length F the temporal layers see; 1 decodes every row on its own (images, or the
         release's behaviour for videos). `decode_chunk_size` k decodes at most k frames of each clip at a time to
-        bound memory; for F > 1 a chunk's temporal layers then see only that chunk (exact when k ≥ F). No
-        1/scaling_factor is applied here.
+        bound memory; for F > 1 a chunk's temporal layers then see only that chunk (exact when k ≥ F). After
+        `enable_slicing()` clips are decoded one at a time (rows one at a time when F = 1), as diffusers' VAEs slice
+        a batch. No 1/scaling_factor is applied here.
         """
         if num_frames < 1 or z.shape[0] % num_frames:
             raise ValueError(f"latent rows ({z.shape[0]}) must be a whole number of clips of num_frames={num_frames}")
@@ -114,6 +125,13 @@ class TemporalAutoencoderKL(AutoencoderKL):
             raise ValueError("tiled decoding is not supported by the temporal VAE; use `decode_chunk_size`")
         if decode_chunk_size is not None and decode_chunk_size < 1:
             raise ValueError(f"`decode_chunk_size` must be ≥ 1, got {decode_chunk_size}")
+        slices = z.split(num_frames) if self.use_slicing else (z,)
+        decoded = torch.cat([self._decode_rows(rows, num_frames, decode_chunk_size) for rows in slices])
+        if not return_dict:
+            return (decoded,)
+        return DecoderOutput(sample=decoded)
+
+    def _decode_rows(self, z: torch.Tensor, num_frames: int, decode_chunk_size: int | None) -> torch.Tensor:
         if num_frames == 1:
             chunks = z.split(decode_chunk_size) if decode_chunk_size else (z,)
             decoded = torch.cat([self._decode_clips(chunk, 1) for chunk in chunks])
@@ -125,9 +143,7 @@ class TemporalAutoencoderKL(AutoencoderKL):
                 for part in clips.split(step, dim=1)
             ]
             decoded = torch.cat(parts, dim=1).flatten(0, 1)
-        if not return_dict:
-            return (decoded,)
-        return DecoderOutput(sample=decoded)
+        return decoded
 
     def forward(self, sample: torch.Tensor, num_frames: int = 1, sample_posterior: bool = False,
                 return_dict: bool = True, generator: torch.Generator | None = None):
@@ -156,3 +172,10 @@ class TemporalAutoencoderKL(AutoencoderKL):
         state_dict = rename_legacy_vae_keys(load_diffusers_weights(pretrained_model_name_or_path, subfolder, variant))
         load_pretrained_2d_weights(model, state_dict, f"{pretrained_model_name_or_path} VAE")
         return model.eval()  # as diffusers' from_pretrained: dropout off until a trainer calls .train()
+
+
+def _resnet_then_temp_conv(resnet: nn.Module, temp_conv: nn.Module | None, x: torch.Tensor,
+                           num_frames: int) -> torch.Tensor:
+    """Returns one decoder ResNet's output, mixed over frames by its Temp-Conv (the unit gradient checkpointing keeps)."""
+    x = resnet(x, temb=None)
+    return temp_conv(x, num_frames) if temp_conv is not None else x
