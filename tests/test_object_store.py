@@ -167,7 +167,7 @@ def test_cli_stages_chain_through_the_bucket_videos_then_segment_from_its_manife
     assert source.num_rows == 2 and mf.Manifest.open(segments).meta["num_inputs"] == 2
     assert set(clips["input_row"].to_pylist()) == {0, 1}  # every input accounted for
     ok = clips.filter(pc.equal(clips["status"], "ok"))
-    assert ok.num_rows >= 2 and set(ok["source_path"].to_pylist()) == {f"{s3_bucket}/in/clips/testvideo.mp4"}
+    assert ok.num_rows >= 2 and f"{s3_bucket}/in/clips/testvideo.mp4" in set(ok["source_path"].to_pylist())
     assert set(clips["source_path"].to_pylist()) <= set(source["source_path"].to_pylist())
     assert all(p.startswith(f"{s3_bucket}/in/clips/") for p in clips["source_path"].to_pylist())
 
