@@ -769,7 +769,8 @@ def longvideo(
             out.print(f"{mode} {length_key}: {format_number(row['seconds_per_frame'])} s/frame, seam ratio px "
                       f"{format_number(row['seam_pixels_ratio'])} CLIP {format_number(row['seam_clip_ratio'])}, first↔last "
                       f"{format_number(row['drift_first_last'])}", markup=False, highlight=False)
-    out.print(f"wrote {out_dir / 'report.md'} and {out_dir / 'results.json'}", markup=False, highlight=False)
+    out.print(f"wrote {out_dir / 'report.md'} and {out_dir / 'results.json'}  [receipt {results['receipt']['id']}]",
+              markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import torch
 
 from cli.eval import main
 from tests.conftest import assert_one_line_error, run_cli
-from vidrd_model.eval import longvideo
+from vidrd_model.eval import longvideo, receipt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -129,6 +129,8 @@ def test_longvideo_writes_results_report_plots_and_seam_strips_and_a_rerun_reuse
     assert run_cli(main, capsys, *argv)[0] == 0
     again = json.loads((out / "results.json").read_text())
     assert {v["video"]: v["seconds"] for v in again["videos"]} == videos  # reused, not generated again
+    assert receipt.verify(results["receipt"]) and results["receipt"]["real"]["videos"] >= 2
+    assert results["receipt"]["id"] == again["receipt"]["id"]  # same settings, model and inputs: same id
 
 
 @pytest.mark.parametrize("extra,needle", [

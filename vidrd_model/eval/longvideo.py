@@ -32,6 +32,7 @@ import numpy as np
 from vidrd_io.fs import write_json_atomic
 from vidrd_io.video import write_mp4
 from vidrd_model.eval.extractors import i3d_features
+from vidrd_model.eval.receipt import CLIP_START, RESIZE_POLICY, keys_digest, make_receipt
 from vidrd_model.eval.fvd import feature_statistics, frechet_distance, real_statistics
 from vidrd_model.eval.videos import VideoRef, load_clip
 
@@ -293,6 +294,8 @@ def report_markdown(results: dict) -> str:
     lines += [f"{len(results['prompts'])} prompts, N = {settings['clip_frames']} frames per clip/window, "
               f"{settings['steps']} DDIM steps, guidance {settings['guidance']}, seed {settings['seed']} + prompt "
               "index. Seam ratios: change across seams / change inside clips (1 = no visible seam).", ""]
+    if results.get("receipt"):
+        lines += [f"Receipt `{results['receipt']['id']}` (results.json holds it whole).", ""]
     fvd = results.get("fvd") or {}
     for length_key in next(iter(results["summary"].values()), {}):
         windows = [w for w in fvd if fvd[w]["fvd"] and any(m.get(length_key) is not None
@@ -354,9 +357,17 @@ def run_longvideo(pipe, prompts: list[str], settings: LongVideoSettings, out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     records = generate_and_measure(pipe, prompts, settings, out_dir, scorer, model, device)
     fvd = fvd_by_window(records, real_refs, ext, settings, out_dir) if real_refs and ext is not None else None
+    versions = software_versions()
+    receipt = make_receipt(
+        metric="longvideo", settings=settings.as_dict(), model=model, prompts=keys_digest(prompts),
+        num_prompts=len(prompts), videos=len(records), clip_model=getattr(scorer, "model_id", None),
+        real={"videos": len(real_refs), "keys": keys_digest(r.key for r in real_refs), "i3d_sha256": ext.sha256,
+              "resize": RESIZE_POLICY, "start": CLIP_START} if fvd is not None else None,
+        versions=versions)
     results = {"command": "longvideo", "flag": flag, "settings": settings.as_dict(), "model": model,
                "prompts": prompts, "clip_model": getattr(scorer, "model_id", None), "summary":
-               summarize(records, settings), "fvd": fvd, "videos": records, "versions": software_versions()}
+               summarize(records, settings), "fvd": fvd, "videos": records, "versions": versions,
+               "receipt": receipt}
     write_json_atomic(out_dir / "results.json", results)
     plot_metrics(results, out_dir / "metrics.png")
     write_text_atomic(out_dir / "report.md", report_markdown(results))
