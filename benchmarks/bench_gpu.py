@@ -142,7 +142,6 @@ def unet_rows(args, device) -> list[dict]:
     eager = timed(forward(unet), device, args.repeats)
     flops = count_flops(forward(unet))
     rows.append(_row("unet", f"VidRD U-Net fwd, CFG 2 × {args.frames} frames, eager", eager, flops=flops, args=args))
-    del unet
     unet2d = build_unet_2d(args.tiny, device).eval()
     sample2d = sample.transpose(1, 2).reshape(-1, 4, size, size)
     text2d = text.repeat_interleave(args.frames, dim=0)
@@ -156,7 +155,6 @@ def unet_rows(args, device) -> list[dict]:
     rows.append(_row("unet", f"diffusers 2-D U-Net fwd, {2 * args.frames} frames", flat, flops=count_flops(forward2d),
                      args=args))
     rows[0]["note"] = f"{eager / flat:.2f}× the 2-D U-Net (target ≤ 1.5×)"
-    del unet2d
     if args.compile:
         unet = build_unet(args.tiny, device).eval()
         compiled = torch.compile(unet, mode=args.compile_mode)
@@ -167,7 +165,6 @@ def unet_rows(args, device) -> list[dict]:
         fast = timed(forward(compiled), device, args.repeats)
         rows.append(_row("unet", f"VidRD U-Net fwd, torch.compile({args.compile_mode})", fast, flops=flops,
                          args=args, note=f"compile {compile_s:.0f} s; {fast / flat:.2f}× the 2-D U-Net eager"))
-        del unet, compiled
     return rows
 
 
@@ -213,7 +210,6 @@ def train_rows(args, device) -> list[dict]:
                              f"{'checkpointing' if checkpointing else 'no checkpointing'}", seconds, flops=flops,
                              args=args, peak=peak_gib(device),
                              note=f"{batch * args.frames / seconds:.1f} frames/s; {trainable / 1e6:.1f} M trained"))
-        del unet, optimizer, params
     return rows
 
 
