@@ -162,6 +162,28 @@ def held_steps(inputs, overlap_frames):
     ]
 
 
+def test_pns_under_a_sigma_scheduler_mixes_noises_of_one_scale(pipe):
+    from diffusers import EulerDiscreteScheduler
+
+    euler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    euler.set_timesteps(10)
+    sigma = float(euler.init_noise_sigma)
+    assert sigma > 10  # σ_max: the fresh noise must be scaled like the previous clip's
+    original = pipe.scheduler
+    try:
+        pipe.scheduler = euler
+        previous = torch.randn(4, 4, 8, 16, 16, generator=torch.Generator().manual_seed(0)) * sigma
+        noise = pipe.next_clip_noise(previous, 1.0, 2, torch.Generator().manual_seed(1))
+        assert float(noise[:, :, 2:].std()) == pytest.approx(sigma, rel=0.05)  # β = 1: half fresh, half recycled
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # DDIM: σ = 1, the release's formula
+        unit = previous / sigma
+        eps = torch.randn(unit.shape, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(pipe.next_clip_noise(unit, 1.0, 2, torch.Generator().manual_seed(1))[:, :, 2:],
+                           past_dependent_noise_sampling(unit, eps, 1.0, 2))
+    finally:
+        pipe.scheduler = original
+
+
 def test_dsg_holds_frames_for_20_15_10_5_of_50_steps_in_the_pipeline(pipe):
     with UNetInputs(pipe) as inputs:
         sample(pipe, num_clips=2, num_frames=5, overlap_frames=4, num_inference_steps=50, denoise_guidance=0.4,

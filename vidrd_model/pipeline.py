@@ -184,9 +184,14 @@ class VidRDPipeline(DiffusionPipeline):
 
     def next_clip_noise(self, previous_noise: torch.Tensor, noise_recycle: float, overlap_frames: int,
                         generator) -> torch.Tensor:
-        """Returns a later clip's initial noise from the previous clip's: FNR for frames < M, PNS for the rest."""
+        """Returns a later clip's initial noise from the previous clip's: FNR for frames < M, PNS for the rest.
+
+        The fresh noise is scaled by the scheduler's `init_noise_sigma`, as clip 0's is, so PNS mixes noises of one
+        scale under any scheduler (Euler and DPM start at σ_max ≈ 14.6, not 1). With DDIM (σ = 1, the release's
+        scheduler) this multiplies by 1.0: the output is bit-identical to the release's formula.
+        """
         epsilon = randn_tensor(previous_noise.shape, generator=generator, device=previous_noise.device,
-                               dtype=previous_noise.dtype)
+                               dtype=previous_noise.dtype) * self.scheduler.init_noise_sigma
         return torch.cat([
             frame_noise_reversion(previous_noise, overlap_frames),
             past_dependent_noise_sampling(previous_noise, epsilon, noise_recycle, overlap_frames),
@@ -342,6 +347,8 @@ class VidRDPipeline(DiffusionPipeline):
                     clips.append(frames)
             num_clips = 0  # VidRD's loop below has nothing left to do
         previous_inputs = None
+        # before the first noise is drawn: a sigma-based scheduler's init_noise_sigma is that of these steps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
         with self.progress_bar(total=num_clips * num_inference_steps) as progress_bar:
             for clip in range(num_clips):
                 self._clip_index = clip
