@@ -289,6 +289,20 @@ def test_save_pretrained_then_from_pretrained_samples_the_same_video(pipe, tmp_p
     assert np.array_equal(sample(reloaded, num_clips=2), sample(pipe, num_clips=2))
 
 
+def test_from_pretrained_takes_diffusers_usual_keywords_and_refuses_others_by_name(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "vidrd")
+    reloaded = VidRDPipeline.from_pretrained(tmp_path / "vidrd", torch_dtype=torch.float64, variant=None,
+                                             local_files_only=True, use_safetensors=True, device_map="cpu")
+    assert reloaded.unet.dtype == torch.float64 and reloaded.text_encoder.dtype == torch.float64
+    assert reloaded.vae.dtype == torch.float32 and reloaded.device.type == "cpu"
+    with pytest.raises(TypeError, match="unexpected keyword.*low_cpu_mem_usagee"):
+        VidRDPipeline.from_pretrained(tmp_path / "vidrd", low_cpu_mem_usagee=True)
+    with pytest.raises(ValueError, match="only one device"):
+        VidRDPipeline.from_pretrained(tmp_path / "vidrd", device_map="balanced")
+    with pytest.raises(OSError):  # a variant with no such weight files is refused by diffusers' loader
+        VidRDPipeline.from_pretrained(tmp_path / "vidrd", variant="fp16")
+
+
 # ---------------------------------------------------------------- errors
 
 

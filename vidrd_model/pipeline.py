@@ -101,24 +101,44 @@ class VidRDPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, torch_dtype: torch.dtype | None = None,
-                        **components) -> "VidRDPipeline":
+                        device_map: str | torch.device | None = None, **kwargs) -> "VidRDPipeline":
         """Returns the pipeline `save_pretrained` wrote (a folder, or a Hub id in the local cache), in eval mode.
 
-        `torch_dtype` casts the U-Net and text encoder (the VAE stays as saved); `components` replace loaded ones.
+        Takes diffusers' usual keywords: `torch_dtype` casts the U-Net and text encoder (the VAE stays as saved, as
+        its `force_upcast` expects); `variant` and `use_safetensors` choose the weight files; `local_files_only`,
+        `cache_dir`, `revision`, `token`, `force_download` and `proxies` go to every component's loader;
+        `device_map` places the whole pipeline on one device ("cpu", "cuda", "cuda:1"; a strategy that splits it
+        across devices, such as "balanced", is refused: the U-Net of one clip runs on one device). Keywords named
+        after a component (`unet=...`) replace the loaded one; any other keyword is refused by name.
         Written out rather than inherited: diffusers resolves a component's loader by looking its base classes up in
         the component's module, which `vidrd_model.vae` does not re-export.
         """
-        index = cls.load_config(pretrained_model_name_or_path)
-        for name in ("text_encoder", "tokenizer", "unet", "vae", "scheduler"):
+        hub = {key: kwargs.pop(key) for key in HUB_KEYWORDS if key in kwargs}
+        weights = {key: kwargs.pop(key) for key in WEIGHT_KEYWORDS if key in kwargs}
+        unknown = sorted(set(kwargs) - set(COMPONENTS))
+        if unknown:
+            raise TypeError(f"VidRDPipeline.from_pretrained got unexpected keyword(s) {', '.join(unknown)} "
+                            f"(it takes torch_dtype, device_map, {', '.join(HUB_KEYWORDS + WEIGHT_KEYWORDS)} and "
+                            f"components: {', '.join(COMPONENTS)})")
+        if device_map is not None and not (isinstance(device_map, torch.device) or (
+                isinstance(device_map, str) and device_map.split(":")[0] in ("cpu", "cuda", "mps", "xpu"))):
+            raise ValueError(f"device_map {device_map!r}: only one device is supported (e.g. 'cuda'), not a "
+                             "strategy that splits the pipeline")
+        components = dict(kwargs)
+        index = cls.load_config(pretrained_model_name_or_path, **hub)
+        for name in COMPONENTS:
             library, class_name = index.get(name) or (None, None)
             if name in components or class_name is None:
                 components.setdefault(name, None)
                 continue
             component_class = _component_class(library, class_name)
-            components[name] = component_class.from_pretrained(pretrained_model_name_or_path, subfolder=name)
+            extra = {} if name in ("tokenizer", "scheduler") else weights  # they have no weight files
+            components[name] = component_class.from_pretrained(pretrained_model_name_or_path, subfolder=name,
+                                                               **hub, **extra)
             if torch_dtype is not None and name in ("text_encoder", "unet"):
                 components[name].to(dtype=torch_dtype)
-        return cls(**components)
+        pipe = cls(**components)
+        return pipe.to(device_map) if device_map is not None else pipe
 
     @classmethod
     def from_stable_diffusion(cls, base: str, **temporal_config) -> "VidRDPipeline":
@@ -381,6 +401,11 @@ class VidRDPipeline(DiffusionPipeline):
             return latents[:, :, first_frame:]
         video = self.decode_latents(latents, per_frame, decode_chunk_size)[:, :, first_frame:]
         return self.video_processor.postprocess_video(video.float(), output_type=output_type)
+
+
+COMPONENTS = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")
+HUB_KEYWORDS = ("cache_dir", "force_download", "local_files_only", "revision", "token", "proxies")
+WEIGHT_KEYWORDS = ("variant", "use_safetensors")
 
 
 def _component_class(library: str, class_name: str) -> type:
