@@ -188,6 +188,8 @@ def sample(
     frames_dir: Optional[Path] = typer.Option(None, "--frames-dir", help="Also write every frame as PNG under DIR/NAME/."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda or cuda:N."),
     dtype: str = typer.Option("auto", "--dtype", help="U-Net and text encoder precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16."),
+    compile: bool = typer.Option(False, "--compile", help="Compile the U-Net with torch.compile (the first clip compiles, minutes for the full model; worth it for many videos)."),
+    compile_mode: Optional[str] = typer.Option(None, "--compile-mode", help="torch.compile mode: default, reduce-overhead, max-autotune (CUDA graphs), max-autotune-no-cudagraphs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over clips × steps."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and library warnings."),
 ) -> None:
@@ -220,6 +222,8 @@ def sample(
         pipe.text_encoder.to(device=device, dtype=torch_dtype)
     pipe.vae.to(device=device)  # the VAE stays in its own precision
     pipe.set_progress_bar_config(disable=not progress, desc="clips × steps")
+    if compile:
+        pipe.compile_unet(mode=compile_mode)
     height = height or pipe.unet.config.sample_size * pipe.vae_scale_factor
     width = width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     identity = model_identity(model, base, vidrd_ckpt, vae)

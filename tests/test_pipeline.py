@@ -303,6 +303,14 @@ def test_from_pretrained_takes_diffusers_usual_keywords_and_refuses_others_by_na
         VidRDPipeline.from_pretrained(tmp_path / "vidrd", variant="fp16")
 
 
+def test_a_compiled_unet_samples_the_same_video_and_keeps_its_names(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "vidrd")
+    compiled = VidRDPipeline.from_pretrained(tmp_path / "vidrd").compile_unet(backend="eager")  # dynamo, no codegen
+    compiled.set_progress_bar_config(disable=True)
+    assert list(compiled.unet.state_dict()) == list(pipe.unet.state_dict())  # in place: no `_orig_mod.` prefix
+    assert np.allclose(sample(compiled, num_clips=2), sample(pipe, num_clips=2), atol=1e-5)
+
+
 # ---------------------------------------------------------------- errors
 
 

@@ -297,6 +297,13 @@ def test_wrongly_typed_option_value_is_a_one_line_error_with_status_2(tmp_path, 
     assert capsys.readouterr().err.strip() == "vidrd-train: config key 'batch_size' must be int, got 'two'"
 
 
+def test_unknown_compile_mode_is_a_one_line_error_with_status_2(sd, manifest, tmp_path, capsys):
+    toml = tmp_path / "train.toml"
+    toml.write_text(f'pretrained_model = "{sd}"\nmanifests = ["{manifest}"]\ncompile = true\ncompile_mode = "fast"\n')
+    assert main(["train", str(toml), "--output-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip().startswith("vidrd-train: compile_mode must be one of default, ")
+
+
 def test_missing_manifest_is_a_one_line_error_with_status_2(sd, tmp_path, capsys):
     code = main(["train", "--pretrained-model", str(sd), "--manifests", str(tmp_path / "nowhere"),
                  "--output-dir", str(tmp_path / "run")])

@@ -182,6 +182,15 @@ class VidRDPipeline(DiffusionPipeline):
             scheduler=DDIMScheduler.from_pretrained(base, subfolder="scheduler"),
         )
 
+    def compile_unet(self, mode: str | None = None, fullgraph: bool = False, backend: str = "inductor"
+                     ) -> "VidRDPipeline":
+        """Returns the pipeline with its U-Net compiled in place by `torch.compile` (`nn.Module.compile`: the module,
+        its parameter names and `save_pretrained` stay the same). The first call of each shape compiles (minutes for
+        the full model); later calls run the compiled graph. `mode`: torch.compile's ("max-autotune" adds CUDA
+        graphs, which pay off in the sampler's fixed-shape loop)."""
+        self.unet.compile(mode=mode, fullgraph=fullgraph, backend=backend)
+        return self
+
     # ------------------------------------------------------------------------------------------ pieces
 
     def encode_prompt(self, prompt: list[str], device: torch.device) -> torch.Tensor:

@@ -339,6 +339,8 @@ def train(config: TrainConfig) -> Path:
     freeze_for_training(unet, config.train_mode, frozen=[pipe.vae, pipe.text_encoder])
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+    if config.compile:  # in place: parameter names, checkpoints and save_pretrained are unchanged
+        unet.compile(mode=config.compile_mode)
     if accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
         save_config(config, run / "config.toml")

@@ -169,6 +169,12 @@ class TrainConfig:
     progress: bool = option(True, "Show a progress bar.")
     latents: str | None = option(None, "Train on this latent cache (from `vidrd-train cache`) instead of decoding "
                                        "and encoding every sample; refused unless built for this config.")
+    compile: bool = option(False, "Compile the U-Net with torch.compile (the first steps compile; then faster).")
+    compile_mode: str | None = option(None, "torch.compile mode: default, reduce-overhead, max-autotune, "
+                                            "max-autotune-no-cudagraphs.")
+
+
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def check_train_config(config: TrainConfig) -> None:
@@ -177,6 +183,9 @@ def check_train_config(config: TrainConfig) -> None:
         raise ConfigError("pretrained_model is required (a Stable Diffusion diffusers folder)")
     if config.train_mode not in PARAM_MODES:
         raise ConfigError(f"train_mode must be one of {PARAM_MODES}, got {config.train_mode!r}")
+    if config.compile_mode not in COMPILE_MODES:
+        raise ConfigError(f"compile_mode must be one of {', '.join(m for m in COMPILE_MODES if m)}, "
+                          f"got {config.compile_mode!r}")
     _check_shared(config, ("image_batch_size", "validation_steps"))
     if config.image_ratio is not None and not 0.0 <= config.image_ratio <= 1.0:
         raise ConfigError(f"image_ratio must be in [0, 1], got {config.image_ratio}")
