@@ -188,6 +188,8 @@ def sample(
     frames_dir: Optional[Path] = typer.Option(None, "--frames-dir", help="Also write every frame as PNG under DIR/NAME/."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA if available), cpu, cuda or cuda:N."),
     dtype: str = typer.Option("auto", "--dtype", help="U-Net and text encoder precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16."),
+    lora: Optional[Path] = typer.Option(None, "--lora", help="LoRA adapters to load into the U-Net: a folder with pytorch_lora_weights.safetensors (vidrd-train --lora-rank writes MODEL/lora) or that file."),
+    lora_scale: float = typer.Option(1.0, "--lora-scale", help="Weight of the --lora adapters."),
     compile: bool = typer.Option(False, "--compile", help="Compile the U-Net with torch.compile (the first clip compiles, minutes for the full model; worth it for many videos)."),
     compile_mode: Optional[str] = typer.Option(None, "--compile-mode", help="torch.compile mode: default, reduce-overhead, max-autotune (CUDA graphs), max-autotune-no-cudagraphs."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar over clips × steps."),
@@ -222,11 +224,19 @@ def sample(
         pipe.text_encoder.to(device=device, dtype=torch_dtype)
     pipe.vae.to(device=device)  # the VAE stays in its own precision
     pipe.set_progress_bar_config(disable=not progress, desc="clips × steps")
+    if lora is not None:
+        if not lora.exists():
+            raise UsageProblem(f"--lora {lora}: no such file or folder")
+        pipe.load_lora(lora, scale=lora_scale)
     if compile:
         pipe.compile_unet(mode=compile_mode)
     height = height or pipe.unet.config.sample_size * pipe.vae_scale_factor
     width = width or pipe.unet.config.sample_size * pipe.vae_scale_factor
     identity = model_identity(model, base, vidrd_ckpt, vae)
+    if lora is not None:  # the videos' JSON names the adapters too: they change every frame
+        weights = lora if lora.is_file() else lora / "pytorch_lora_weights.safetensors"
+        identity = {**identity, "lora": {"path": str(weights.resolve()), "sha256": file_sha256(weights),
+                                         "scale": lora_scale}}
     out_dir.mkdir(parents=True, exist_ok=True)
 
     for k, (name, text) in enumerate(named_prompts):

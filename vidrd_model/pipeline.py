@@ -16,8 +16,10 @@ number of clips. How the clips join (`overlap`):
 """
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -181,6 +183,16 @@ class VidRDPipeline(DiffusionPipeline):
                  TemporalAutoencoderKL.from_pretrained_2d(base, subfolder="vae")).eval(),
             scheduler=DDIMScheduler.from_pretrained(base, subfolder="scheduler"),
         )
+
+    def load_lora(self, path: str | os.PathLike, adapter_name: str = "default", scale: float = 1.0
+                  ) -> "VidRDPipeline":
+        """Returns the pipeline with the LoRA adapters of `path` (a folder holding `pytorch_lora_weights.safetensors`,
+        as `vidrd-train --lora-rank` and diffusers write it, or that file) loaded into its U-Net at `scale`."""
+        path = Path(path)
+        folder, weight_name = (path.parent, path.name) if path.is_file() else (path, "pytorch_lora_weights.safetensors")
+        self.unet.load_lora_adapter(str(folder), weight_name=weight_name, prefix=None, adapter_name=adapter_name)
+        self.unet.set_adapters([adapter_name], weights=[scale])
+        return self
 
     def compile_unet(self, mode: str | None = None, fullgraph: bool = False, backend: str = "inductor"
                      ) -> "VidRDPipeline":

@@ -233,14 +233,34 @@ def save_checkpoint(accelerator, run: Path, step: int, trainable: dict, optimize
     return final
 
 
-def write_pipeline(base: Path, target: Path, unet, trainable: dict, ema) -> None:
-    """Writes a VidRDPipeline folder: the run's frozen parts (hard links to `base`) and `unet` (EMA weights if any)."""
-    shutil.copytree(base, target, ignore=shutil.ignore_patterns("unet"), copy_function=rd.link_or_copy)
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # the projections of attn1, attn2 and Temp-Attn
+
+
+def add_lora(unet, rank: int, alpha: float | None = None) -> dict:
+    """Returns the LoRA parameters (by name) of rank `rank` that now adapt every attention projection of `unet`
+    (spatial self- and cross-attention, Temp-Attn), the only ones left trainable: PEFT through diffusers'
+    `add_adapter`, so `save_lora_adapter` writes the usual diffusers LoRA file."""
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian",
+                                target_modules=list(LORA_TARGETS)))
+    return {name: p for name, p in unet.named_parameters() if p.requires_grad}
+
+
+def write_pipeline(base: Path, target: Path, unet, trainable: dict, ema, lora: bool = False) -> None:
+    """Writes a VidRDPipeline folder: the run's frozen parts (hard links to `base`) and `unet` (EMA weights if any);
+    with `lora`, `base`'s U-Net unchanged and the adapters in `lora/pytorch_lora_weights.safetensors`."""
+    shutil.copytree(base, target, ignore=None if lora else shutil.ignore_patterns("unet"),
+                    copy_function=rd.link_or_copy)
     if ema is not None:
         ema.store(trainable.values())
         ema.copy_to(trainable.values())
     try:
-        unet.save_pretrained(target / "unet", safe_serialization=True)
+        if lora:
+            unet.save_lora_adapter(target / "lora", safe_serialization=True)
+        else:
+            unet.save_pretrained(target / "unet", safe_serialization=True)
     finally:
         if ema is not None:
             ema.restore(trainable.values())
@@ -339,13 +359,16 @@ def train(config: TrainConfig) -> Path:
     freeze_for_training(unet, config.train_mode, frozen=[pipe.vae, pipe.text_encoder])
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
-    if config.compile:  # in place: parameter names, checkpoints and save_pretrained are unchanged
-        unet.compile(mode=config.compile_mode)
     if accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
         save_config(config, run / "config.toml")
         if not (run / "base" / "model_index.json").is_file():  # frozen parts at full precision, for every checkpoint
-            pipe.save_pretrained(run / "base")
+            pipe.save_pretrained(run / "base")  # before any adapter: with LoRA, base/unet is the U-Net it adapts
+    accelerator.wait_for_everyone()
+    if config.lora_rank:
+        trainable = add_lora(unet, config.lora_rank, config.lora_alpha)
+    if config.compile:  # in place: parameter names, checkpoints and save_pretrained are unchanged
+        unet.compile(mode=config.compile_mode)
     for frozen in (pipe.vae, pipe.text_encoder):
         frozen.to(device).eval()
         if dtype != torch.float32:
@@ -364,7 +387,8 @@ def train(config: TrainConfig) -> Path:
         return validate(config, pipe, unet, noise_scheduler, validation, trainable, ema, step, run, device, dtype)
 
     last = fit(config, accelerator, unet, trainable, optimizer, lr_scheduler, ema, loss, dataset, plan, state,
-               write_model=lambda target: write_pipeline(run / "base", target, unet, trainable, ema),
+               write_model=lambda target: write_pipeline(run / "base", target, unet, trainable, ema,
+                                                         lora=bool(config.lora_rank)),
                validation_step=validation_step if config.validate_every else None)
     return finish(accelerator, run, last)
 

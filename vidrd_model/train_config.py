@@ -169,6 +169,9 @@ class TrainConfig:
     progress: bool = option(True, "Show a progress bar.")
     latents: str | None = option(None, "Train on this latent cache (from `vidrd-train cache`) instead of decoding "
                                        "and encoding every sample; refused unless built for this config.")
+    lora_rank: int = option(0, "Train only LoRA adapters of this rank on every attention projection (0: off); "
+                               "the model folder then holds lora/ beside the unchanged U-Net.")
+    lora_alpha: float | None = option(None, "LoRA alpha (default: the rank, a scale of 1).")
     compile: bool = option(False, "Compile the U-Net with torch.compile (the first steps compile; then faster).")
     compile_mode: str | None = option(None, "torch.compile mode: default, reduce-overhead, max-autotune, "
                                             "max-autotune-no-cudagraphs.")
@@ -183,6 +186,8 @@ def check_train_config(config: TrainConfig) -> None:
         raise ConfigError("pretrained_model is required (a Stable Diffusion diffusers folder)")
     if config.train_mode not in PARAM_MODES:
         raise ConfigError(f"train_mode must be one of {PARAM_MODES}, got {config.train_mode!r}")
+    if config.lora_rank < 0:
+        raise ConfigError(f"lora_rank must be ≥ 0 (0: no LoRA), got {config.lora_rank}")
     if config.compile_mode not in COMPILE_MODES:
         raise ConfigError(f"compile_mode must be one of {', '.join(m for m in COMPILE_MODES if m)}, "
                           f"got {config.compile_mode!r}")

@@ -21,7 +21,8 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.attention import FeedForward
+from diffusers.loaders.peft import PeftAdapterMixin
+from diffusers.models.attention import AttentionMixin, FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.downsampling import Downsample2D
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
@@ -245,7 +246,7 @@ class VideoUpBlock(VideoLevel):
         return x
 
 
-class VideoUNet(ModelMixin, ConfigMixin):
+class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
     """VidRD's video U-Net; `forward(sample (b, c, f, h, w), timestep, encoder_hidden_states (b, n, d))`.
 
     The defaults build the released model (SD 2.1-base + 22 Temp-Conv + 16 Temp-Attn, 1.18 B parameters).
