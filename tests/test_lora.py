@@ -103,3 +103,4 @@ def test_vidrd_sample_loads_the_adapters_and_records_them(lora_run, tmp_path, ca
     assert not torch.allclose(plain.unet(x, t, text).sample, adapted.unet(x, t, text).sample)
     assert sample_main([*common, "--lora", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "--lora" in capsys.readouterr().err
+

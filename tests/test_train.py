@@ -357,3 +357,18 @@ def test_grad_scaler_state_round_trips_through_a_checkpoint(tmp_path):
     fresh.step(optimizer)
     fresh.update()
     assert fresh.get_scale() == 1024.0
+
+
+def test_the_clean_variant_from_plain_sd_is_the_2d_unet_on_single_frames(sd, tmp_path):
+    """unet_variant = "clean": no frame embedding in the residual stream, so F = 1 is exactly SD's 2-D U-Net;
+    the release's default adds PE[0] there."""
+    from diffusers import UNet2DConditionModel
+
+    flat = UNet2DConditionModel.from_pretrained(sd, subfolder="unet").eval()
+    x, t, text = torch.randn(2, 4, 1, 8, 8), torch.tensor([10, 10]), torch.randn(2, 77, 32)
+    _, clean, _ = train_module.load_pipeline(tiny_config(sd, "unused", tmp_path, unet_variant="clean"))
+    _, release, _ = train_module.load_pipeline(tiny_config(sd, "unused", tmp_path))
+    with torch.no_grad():
+        expected = flat(x[:, :, 0], t, text).sample
+        assert torch.allclose(clean.eval()(x, t, text).sample[:, :, 0], expected, atol=1e-5)
+        assert not torch.allclose(release.eval()(x, t, text).sample[:, :, 0], expected, atol=1e-5)

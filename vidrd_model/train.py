@@ -33,7 +33,8 @@ from .data import IMAGE, VIDEO, BatchPlan, DataError, ManifestClips, collate, ki
     validation_batches
 from .latents import CachedLatents, LatentCache, fingerprint
 from .params import freeze_for_training, trainable_parameters
-from .train_config import DATA_ORDER_KEYS, LR_SCHEDULES, ConfigError, TrainConfig, check_train_config, save_config
+from .train_config import (DATA_ORDER_KEYS, LR_SCHEDULES, UNET_VARIANTS, ConfigError, TrainConfig, check_train_config,
+                           save_config)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ def load_pipeline(config: TrainConfig):
     from .vae import TemporalAutoencoderKL
 
     base = config.pretrained_model
-    unet = VideoUNet.from_pretrained(config.unet) if config.unet else VideoUNet.from_pretrained_2d(base)
+    unet = VideoUNet.from_pretrained(config.unet) if config.unet else \
+        VideoUNet.from_pretrained_2d(base, **UNET_VARIANTS[config.unet_variant])
     vae = TemporalAutoencoderKL.from_pretrained_2d(config.vae) if config.vae else \
         TemporalAutoencoderKL.from_pretrained_2d(base, subfolder="vae")
     pipe = VidRDPipeline(

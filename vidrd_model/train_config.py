@@ -169,6 +169,9 @@ class TrainConfig:
     progress: bool = option(True, "Show a progress bar.")
     latents: str | None = option(None, "Train on this latent cache (from `vidrd-train cache`) instead of decoding "
                                        "and encoding every sample; refused unless built for this config.")
+    unet_variant: str = option("release", "From plain SD: release (the release's frame embedding in the residual "
+                                          "stream, PE[0] on single frames) or clean (frame embedding only into "
+                                          "Temp-Attn; F = 1 is exactly the 2-D U-Net).")
     lora_rank: int = option(0, "Train only LoRA adapters of this rank on every attention projection (0: off); "
                                "the model folder then holds lora/ beside the unchanged U-Net.")
     lora_alpha: float | None = option(None, "LoRA alpha (default: the rank, a scale of 1).")
@@ -177,6 +180,11 @@ class TrainConfig:
                                             "max-autotune-no-cudagraphs.")
 
 
+# VideoUNet's temporal switches per variant (`unet_variant`, used when the U-Net starts from plain SD 2.1)
+UNET_VARIANTS = {
+    "release": {"temp_embed_in_residual": True, "temp_embed_single_frame": True},
+    "clean": {"temp_embed_in_residual": False, "temp_embed_single_frame": False},
+}
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -186,6 +194,8 @@ def check_train_config(config: TrainConfig) -> None:
         raise ConfigError("pretrained_model is required (a Stable Diffusion diffusers folder)")
     if config.train_mode not in PARAM_MODES:
         raise ConfigError(f"train_mode must be one of {PARAM_MODES}, got {config.train_mode!r}")
+    if config.unet_variant not in UNET_VARIANTS:
+        raise ConfigError(f"unet_variant must be one of {', '.join(UNET_VARIANTS)}, got {config.unet_variant!r}")
     if config.lora_rank < 0:
         raise ConfigError(f"lora_rank must be ≥ 0 (0: no LoRA), got {config.lora_rank}")
     if config.compile_mode not in COMPILE_MODES:
