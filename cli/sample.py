@@ -89,11 +89,12 @@ def model_identity(model: Optional[Path], base: Optional[str], vidrd_ckpt: Optio
     return identity
 
 
-def load_pipeline(model: Optional[Path], base: Optional[str], vidrd_ckpt: Optional[Path], vae: Optional[Path]):
+def load_pipeline(model: Optional[Path], base: Optional[str], vidrd_ckpt: Optional[Path], vae: Optional[Path],
+                  load_lora: bool = True):
     from vidrd_model.pipeline import VidRDPipeline
 
-    if model is not None:
-        return VidRDPipeline.from_pretrained(model)
+    if model is not None:  # with the folder's own lora/ unless other adapters are asked for (--lora)
+        return VidRDPipeline.from_pretrained(model, load_lora=load_lora)
     if vidrd_ckpt is not None:
         return VidRDPipeline.from_release(base, str(vidrd_ckpt), str(vae) if vae else None)
     if vae is not None:
@@ -218,7 +219,7 @@ def sample(
         diffusers_logging.set_verbosity_error()
         transformers_logging.set_verbosity_error()
         transformers_logging.disable_progress_bar()
-    pipe = load_pipeline(model, base, vidrd_ckpt, vae)
+    pipe = load_pipeline(model, base, vidrd_ckpt, vae, load_lora=lora is None)
     pipe.unet.to(device=device, dtype=torch_dtype)
     if pipe.text_encoder is not None:
         pipe.text_encoder.to(device=device, dtype=torch_dtype)

@@ -202,6 +202,13 @@ def test_a_cache_of_another_vae_is_refused(cache, sd, manifest, tmp_path):
         train_module.load_data(config, 1, 0)
 
 
+def test_a_cache_of_media_under_another_root_is_refused(cache, sd, manifest, tmp_path):
+    config = train_config(sd, manifest, cache, tmp_path / "run")
+    config.root = str(tmp_path)  # relative paths would resolve to other files than the cache encoded
+    with pytest.raises(lt.CacheError, match="root"):
+        train_module.load_data(config, 1, 0)
+
+
 def test_a_run_killed_and_resumed_from_the_latent_cache_gives_the_uninterrupted_losses(cache, sd, manifest, tmp_path,
                                                                                     monkeypatch):
     from tests.test_train import log_rows

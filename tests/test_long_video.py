@@ -202,3 +202,16 @@ def test_gen_l_video_one_window_is_the_plain_sampler(pipe):
 def test_gen_l_video_bad_overlap_is_refused(pipe):
     with pytest.raises(ValueError, match="overlap"):
         sample(pipe, "gen-l-video", 8, long_video_options={"overlap": N})
+
+
+@pytest.mark.parametrize("mode", ["freenoise", "fifo", "gen-l-video"])
+def test_modes_that_step_per_window_or_frame_refuse_a_stateful_scheduler(mode):
+    from types import SimpleNamespace
+
+    from diffusers import EulerDiscreteScheduler
+
+    from vidrd_model.long_video import long_video_chunks
+
+    pipe = SimpleNamespace(scheduler=EulerDiscreteScheduler())
+    with pytest.raises(ValueError, match="needs the DDIM scheduler"):
+        long_video_chunks(mode, pipe, None, (1, 4, 4, 8, 8), 8, 2, 1.0, None)

@@ -97,10 +97,12 @@ def test_vidrd_sample_loads_the_adapters_and_records_them(lora_run, tmp_path, ca
     assert sample_main([*common, "--lora", str(model / "lora"), "--out", str(tmp_path / "lora")]) == 0
     record = json.loads(next((tmp_path / "lora").glob("*.json")).read_text())
     assert record["model"]["lora"]["sha256"] and record["model"]["lora"]["scale"] == 1.0
-    plain = VidRDPipeline.from_pretrained(model)
-    adapted = VidRDPipeline.from_pretrained(model).load_lora(model / "lora")
+    plain = VidRDPipeline.from_pretrained(model, load_lora=False)
+    adapted = VidRDPipeline.from_pretrained(model, load_lora=False).load_lora(model / "lora")
+    default = VidRDPipeline.from_pretrained(model)  # the folder's lora/ loads by default: its U-Net is the base
     x, t, text = torch.randn(1, 4, 2, 2, 2), torch.tensor([500]), torch.randn(1, 77, 32)
     assert not torch.allclose(plain.unet(x, t, text).sample, adapted.unet(x, t, text).sample)
+    assert torch.equal(default.unet(x, t, text).sample, adapted.unet(x, t, text).sample)
     assert sample_main([*common, "--lora", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     assert "--lora" in capsys.readouterr().err
 

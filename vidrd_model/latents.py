@@ -10,7 +10,8 @@
 Shards are written whole (temp file + rename) and the marker after the tensors, so a run killed at any point
 resumes by redoing only unfinished shards. Shard i is encoded by process i mod N (accelerate's process index), so
 `accelerate launch` spreads a cache over GPUs. The trainer (`--latents DIR`) refuses a cache whose fingerprint
-(VAE and text encoder sha256, resolution, frames, fps, split, manifests' digest) differs from its config's.
+(VAE and text encoder sha256, resolution, frames, fps, split, manifests' digest, media root) differs from its
+config's.
 
 Posterior mean and std are kept (not a sample) so training still draws a fresh latent per step, as it does from
 pixels. Clips: `clip_policy = "random"` encodes `clips_per_row` seeded random clips of each video row and training
@@ -46,7 +47,7 @@ REPORT_FILE = "report.json"
 FORMAT = 1
 # what the trainer's config must agree on with a cache it reads (clip policy and seed are the cache's own choice)
 CHECKED_KEYS = ("vae_sha256", "text_encoder_sha256", "resolution", "num_frames", "sample_fps", "train_split",
-                "manifests_sha256")
+                "manifests_sha256", "root")
 TEXT_BATCH = 64  # captions per text-encoder call
 
 
@@ -103,8 +104,11 @@ def fingerprint(config) -> dict:
         "sample_fps": float(config.sample_fps),
         "train_split": config.train_split,
         "manifests_sha256": manifests_sha256(config.manifests),
+        # the media folder relative paths resolve against: another root can mean other videos behind one manifest
+        "root": str(Path(config.root).resolve()) if config.root else None,
     }
-    if hasattr(config, "clip_policy"):
+    if hasattr(config, "clip_policy"):  # what only the cache records: its clip policy and the encoders' dtype
+        out["encoder_dtype"] = config.mixed_precision
         clips = config.clips_per_row if config.clip_policy == "random" else 1
         out.update(clip_policy=config.clip_policy, clips_per_row=clips, seed=config.seed)
     return out

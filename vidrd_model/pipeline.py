@@ -16,6 +16,7 @@ number of clips. How the clips join (`overlap`):
 """
 
 import importlib
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from .long_video import long_video_chunks
 from .sampling import frame_noise_reversion, guided_steps, past_dependent_noise_sampling, staged_guidance
 from .unet import VideoUNet
 from .vae import TemporalAutoencoderKL
+
+log = logging.getLogger(__name__)
 
 OVERLAP_MODES = ("keep", "drop")
 RELEASE_RESOLUTION = 256  # the released model was trained and sampled at 256x256 (configs/example.yaml)
@@ -103,7 +106,8 @@ class VidRDPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, torch_dtype: torch.dtype | None = None,
-                        device_map: str | torch.device | None = None, **kwargs) -> "VidRDPipeline":
+                        device_map: str | torch.device | None = None, load_lora: bool = True,
+                        **kwargs) -> "VidRDPipeline":
         """Returns the pipeline `save_pretrained` wrote (a folder, or a Hub id in the local cache), in eval mode.
 
         Takes diffusers' usual keywords: `torch_dtype` casts the U-Net and text encoder (the VAE stays as saved, as
@@ -111,7 +115,9 @@ class VidRDPipeline(DiffusionPipeline):
         `cache_dir`, `revision`, `token`, `force_download` and `proxies` go to every component's loader;
         `device_map` places the whole pipeline on one device ("cpu", "cuda", "cuda:1"; a strategy that splits it
         across devices, such as "balanced", is refused: the U-Net of one clip runs on one device). Keywords named
-        after a component (`unet=...`) replace the loaded one; any other keyword is refused by name.
+        after a component (`unet=...`) replace the loaded one; any other keyword is refused by name. A folder
+        holding `lora/pytorch_lora_weights.safetensors` (`vidrd-train --lora-rank`) gets those adapters loaded into
+        its U-Net unless `load_lora=False`: the folder's U-Net alone is the model before fine-tuning.
         Written out rather than inherited: diffusers resolves a component's loader by looking its base classes up in
         the component's module, which `vidrd_model.vae` does not re-export.
         """
@@ -140,6 +146,10 @@ class VidRDPipeline(DiffusionPipeline):
             if torch_dtype is not None and name in ("text_encoder", "unet"):
                 components[name].to(dtype=torch_dtype)
         pipe = cls(**components)
+        lora = Path(pretrained_model_name_or_path) / LORA_WEIGHTS
+        if load_lora and "unet" not in kwargs and lora.is_file():  # a `vidrd-train --lora-rank` model folder
+            log.info("loading the LoRA adapters of %s", lora)
+            pipe.load_lora(lora)
         return pipe.to(device_map) if device_map is not None else pipe
 
     @classmethod
@@ -323,7 +333,8 @@ class VidRDPipeline(DiffusionPipeline):
         Args:
             overlap_frames, noise_recycle, denoise_guidance: M, β and g of FNR / PNS / DSG (the release's 4, 4, 0.4).
             overlap: "keep" (K·N frames, the release) or "drop" (N + (K−1)(N−M) frames); see the module docstring.
-            latents: clip 0's initial noise (b, c, N, h, w) instead of drawing it.
+            latents: clip 0's initial noise (b, c, N, h, w) instead of drawing it, used as given: scale it by
+                `scheduler.init_noise_sigma` yourself (1 for DDIM; σ_max for Euler/DPM, as PNS scales later clips').
             decode_per_frame: decode frame by frame, reproducing the release (its temporal VAE layers never run).
             decode_chunk_size: decode at most this many frames of a clip at a time (bounds VAE memory).
             callback_on_step_end: `fn(pipe, step, timestep, {"latents": ...})` after each step of each clip
@@ -425,6 +436,7 @@ class VidRDPipeline(DiffusionPipeline):
 
 
 COMPONENTS = ("text_encoder", "tokenizer", "unet", "vae", "scheduler")
+LORA_WEIGHTS = "lora/pytorch_lora_weights.safetensors"  # where vidrd-train --lora-rank writes a model's adapters
 HUB_KEYWORDS = ("cache_dir", "force_download", "local_files_only", "revision", "token", "proxies")
 WEIGHT_KEYWORDS = ("variant", "use_safetensors")
 

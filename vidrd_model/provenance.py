@@ -14,9 +14,10 @@ PACKAGES = ("vidrd", "torch", "diffusers", "transformers", "numpy", "scipy", "op
 
 
 def model_identity(model_dir: str | Path) -> dict:
-    """Return our model folder (`VidRDPipeline.save_pretrained`) and the sha256 of its U-Net and VAE weights."""
+    """Return our model folder (`VidRDPipeline.save_pretrained`) and the sha256 of its U-Net, VAE and LoRA weights
+    (`lora/`, which `VidRDPipeline.from_pretrained` loads when present)."""
     model_dir = Path(model_dir)
-    weights = sorted((model_dir / "unet").glob("*.safetensors")) + sorted((model_dir / "vae").glob("*.safetensors"))
+    weights = [w for part in ("unet", "vae", "lora") for w in sorted((model_dir / part).glob("*.safetensors"))]
     return {"kind": "vidrd", "model": str(model_dir.resolve()),
             "sha256": {w.relative_to(model_dir).as_posix(): file_sha256(w) for w in weights}}
 

@@ -23,5 +23,9 @@ def long_video_chunks(mode: str, pipe, text_embeds, clip_shape, num_frames_total
         raise ValueError(f"`long_video` must be one of {MODES}, got {mode!r}")
     if num_frames_total < 1:
         raise ValueError(f"`num_frames_total` must be ≥ 1, got {num_frames_total}")
+    if mode != "independent" and type(pipe.scheduler).__name__ != "DDIMScheduler":
+        # FIFO steps each frame from its own time step with DDIM's formula; FreeNoise and Gen-L-Video step one
+        # scheduler once per window and time step, which only a stateless scheduler allows
+        raise ValueError(f"`long_video={mode!r}` needs the DDIM scheduler, got {type(pipe.scheduler).__name__}")
     return SAMPLERS[mode](pipe, text_embeds, clip_shape, num_frames_total, num_inference_steps, guidance_scale,
                           generator, **options)
