@@ -1,10 +1,7 @@
 """The latent cache (`vidrd-train cache`, `vidrd-train train --latents`) on the tiny Stable Diffusion, on CPU."""
 
-import dataclasses
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
