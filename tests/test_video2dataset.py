@@ -172,3 +172,29 @@ def test_a_plain_list_table_is_not_taken_for_video2dataset_output(tmp_path):
     pq.write_table(pa.table({"path": ["a.mp4"], "key": ["a"]}), tmp_path / "list.parquet")
     assert video_layout(str(tmp_path / "list.parquet")) is None
     assert video_layout(str(tmp_path)) is None
+
+
+def test_loose_videos_beside_an_unrelated_tar_are_not_taken_for_video2dataset_output(tmp_path):
+    import io
+    import tarfile
+
+    (tmp_path / "a.mp4").write_bytes(shared_video("fades.mp4").read_bytes())
+    with tarfile.open(tmp_path / "backup.tar", "w") as tar:
+        info = tarfile.TarInfo("notes.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"notes"))
+    assert video_layout(str(tmp_path)) is None
+    assert video_layout(str(tmp_path / "*")) is None
+
+
+def test_loose_videos_beside_video2dataset_shards_are_one_line_input_error(tmp_path):
+    from vidrd_data.sources import InputError
+
+    write_v2d_tar(tmp_path, [("000000000", shared_video("fades.mp4").read_bytes(), "fades")])
+    (tmp_path / "loose.mp4").write_bytes(shared_video("counter.mp4").read_bytes())
+    with pytest.raises(InputError, match="loose video.*loose.mp4.*00000.tar.*separate folders") as caught:
+        video_layout(str(tmp_path))
+    assert "\n" not in str(caught.value)
+    (tmp_path / "loose.mp4").unlink()
+    rows, _ = video_layout(str(tmp_path))
+    assert rows.num_rows == 1

@@ -56,23 +56,45 @@ def _shards(input: str) -> tuple[list[Path], list[Path]]:
     if path.is_dir() and mf.is_manifest(path):
         return [], []
     if path.is_dir():
-        found = sorted(path.glob("*.tar"))
-        if found:
-            return found, []
-        candidates = sorted(path.glob("*.parquet"))
+        matched = sorted(path.iterdir())
     elif any(c in input for c in "*?["):
         matched = sorted(Path(p) for p in glob.glob(input))
-        found = [p for p in matched if p.suffix == ".tar"]
-        if found:
-            return found, []
-        candidates = [p for p in matched if p.suffix == ".parquet"]
     elif path.suffix == ".tar" and path.is_file():
         return [path], []
     elif path.suffix == ".parquet" and path.is_file():
-        candidates = [path]
+        return [], [path] if _video_column(path) is not None else []
     else:
         return [], []
-    return [], [p for p in candidates if _video_column(p) is not None]
+    found = [p for p in matched if p.suffix == ".tar"]
+    if found:
+        return _video_tars(found, [p for p in matched if p.suffix.lower() in VIDEO_EXTENSIONS], input)
+    return [], [p for p in matched if p.suffix == ".parquet" and _video_column(p) is not None]
+
+
+def _video_tars(tars: list[Path], loose: list[Path], input: str) -> tuple[list[Path], list[Path]]:
+    """Return `tars` as video2dataset shards when no loose video is beside them; none when the tars are not
+    video2dataset's (the loose videos are the input); raise InputError when both are there (either would be lost)."""
+    if not loose:
+        return tars, []
+    if not any(_video_shard(t) for t in tars):
+        return [], []
+    raise InputError(f"{input} holds {len(loose)} loose video file(s) (e.g. {loose[0].name}) beside "
+                     f"{len(tars)} video2dataset tar shard(s) (e.g. {tars[0].name}): put them in separate folders")
+
+
+def _video_shard(tar: Path, headers: int = 16) -> bool:
+    """Return whether a tar looks like video2dataset's: an `NNNNN.parquet` beside it or a video among its first
+    members."""
+    if tar.stem.isdigit() and tar.with_suffix(".parquet").is_file():
+        return True
+    try:
+        with tarfile.open(tar, "r") as archive:
+            for _, info in zip(range(headers), archive):
+                if Path(info.name).suffix.lower() in VIDEO_EXTENSIONS:
+                    return True
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+    return False
 
 
 def _video_column(path: Path) -> str | None:

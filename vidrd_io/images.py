@@ -9,39 +9,27 @@ reason when it is over PIL's decompression-bomb limit. A path `shard.tar#member`
 
 from __future__ import annotations
 
-import functools
 import io
 import os
-import tarfile
 import warnings
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from vidrd_io.members import TAR_MEMBER_SEP, member_bytes, split_member
 from vidrd_io.remote import is_url, local_path
 from vidrd_io.remote import read_bytes as remote_bytes
 
-TAR_MEMBER_SEP = "#"
-
-
-@functools.lru_cache(maxsize=8)
-def _open_tar(path: str) -> tarfile.TarFile:
-    # one scan of the tar's headers per worker; members are then read by offset
-    return tarfile.open(path, "r")
+__all__ = ["TAR_MEMBER_SEP", "open_image", "read_bytes"]
 
 
 def read_bytes(location: str) -> bytes:
-    """Return the bytes of a file, a URL (`remote.read_bytes`), or of `archive.tar#member`."""
+    """Return the bytes of a file, a URL (`remote.read_bytes`), or of `archive.tar#member` (`members.member_bytes`)."""
     if is_url(location) and local_path(location) is None:
         return remote_bytes(location)
     location = local_path(location)
-    if not os.path.exists(location) and TAR_MEMBER_SEP in location:
-        archive, member = location.rsplit(TAR_MEMBER_SEP, 1)
-        if os.path.isfile(archive):
-            f = _open_tar(archive).extractfile(member)
-            if f is None:
-                raise FileNotFoundError(f"{member} is not a file in {archive}")
-            return f.read()
+    if split_member(location) is not None:
+        return member_bytes(location)
     with open(location, "rb") as f:
         return f.read()
 

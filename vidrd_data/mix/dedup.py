@@ -23,12 +23,12 @@ KEY_BYTES = 16  # a content hash is 32 hex digits
 def file_fingerprint(path: str) -> str:
     """Return a content hash of a media file: its size and three 1 MiB windows (start, middle, end).
 
-    Identical files always match; hashing whole multi-GB videos would dominate the build for no gain.
+    Identical files always match; hashing whole multi-GB videos would dominate the build for no gain. A URL or a
+    tar/Parquet member is first made a local file (`members.local_file`, cached), so it hashes like a local copy.
     """
-    from vidrd_io.images import read_bytes
+    from vidrd_io.members import local_file
 
-    if not os.path.exists(path):  # a member of a tar shard
-        return hashlib.sha256(read_bytes(path)).hexdigest()[:32]
+    path = local_file(path)
     size = os.path.getsize(path)
     h = hashlib.sha256(str(size).encode())
     with open(path, "rb") as f:
