@@ -185,3 +185,13 @@ def test_a_killed_export_resumes_to_the_same_files(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "killed").iterdir() if not p.name.startswith("_")) == whole
     for name in whole:
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def test_overwrite_removes_the_shards_of_an_earlier_export_with_another_shard_size(clips, tmp_path, capsys):
+    out = tmp_path / "wds"
+    _export(capsys, clips, out, "--shard-size", "1", "--bucket")
+    _export(capsys, clips, out, "--format", "hf", "--shard-size", "1", "--overwrite")
+    (out / "notes.tar").write_bytes(b"not the export's")  # a name the export never writes stays
+    _export(capsys, clips, out, "--shard-size", "2", "--overwrite")
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and "_export" not in p.parts)
+    assert left == ["00000.tar", "00001.tar", "notes.tar"]
