@@ -18,6 +18,7 @@ from vidrd_data.run.options import RunOptions
 from vidrd_data.run.runner import RunSummary, run_stage
 from vidrd_data.sources import InputError
 from vidrd_io import fs
+from vidrd_io.remote import local_path
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,12 @@ def export(arguments: ExportArguments, out: str | os.PathLike, **run_options) ->
         raise InputError("--latents is not supported yet: exports carry clips and metadata, no cached latents")
     if a.bucket and a.format != "webdataset":
         raise InputError("--bucket applies to --format webdataset only")
+    if local_path(out) is None:  # shards are written through local temp files and renames; a store has neither
+        raise InputError(f"--out {out} is a URL: export writes local folders; copy them to the store afterwards")
     manifest = mf.Manifest.open_for_work(a.manifest, root=a.root, allow_partial=a.allow_partial)
     rows = manifest.read(status="ok")
     rows = rows.drop_columns([c for c in _DROPPED if c in rows.column_names])
-    out = Path(out)
+    out = Path(local_path(out))
     if run_options.get("overwrite") and run_options.get("shard_index") is None:
         _remove_previous_export(out)
     if a.format == "csv":
