@@ -346,6 +346,12 @@ def shot_eval(
         raise UsageProblem(f"--tolerance must be ≥ 0, got {tolerance}")
     if fmt not in ("auto", *se.FORMATS):
         raise UsageProblem(f"unknown --format {fmt!r} (use auto, {', '.join(se.FORMATS)})")
+    from vidrd_data.models.device import resolve_device
+
+    try:  # the detectors run in this process: the device must be here (not a worker's, as in stages)
+        resolve_device(device)
+    except ValueError as exc:
+        raise UsageProblem(f"--device: {exc}") from None
     try:
         pairs = se.pair_videos(videos, annotations, fmt)
     except (ValueError, OSError, KeyError) as exc:
