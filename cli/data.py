@@ -210,12 +210,14 @@ def _export_command():
     """Return the `export` command function: `ExportArguments` and the `RunOptions` that `run_stage` takes."""
     from vidrd_data.export.options import ExportArguments
 
-    def export(out_dir: Path, **given) -> None:
+    def export(out_dir: str, **given) -> None:
         """Export a manifest's ok rows as WebDataset tar shards, a Hugging Face datasets folder, or CSV."""
         from vidrd_data.export.run import export as run_export
         from vidrd_data.run.runner import run_stage
+        from vidrd_io.remote import local_path
 
-        _check_out(out_dir)
+        if local_path(out_dir) is not None:  # a store URL is refused by export itself; Path() would fold its `//`
+            _check_out(Path(local_path(out_dir)))
         run_names = {f.name for f in fields(RunOptions)}
         arguments = ExportArguments(**{k: v for k, v in given.items() if k not in run_names})
         result = run_export(arguments, out_dir, **_run_options_for(run_stage, given))
@@ -228,7 +230,7 @@ def _export_command():
     manifest = typer.Argument(..., help=_field_help(ExportArguments, "manifest"))
     export.__signature__ = inspect.Signature([  # MANIFEST, --out, the options
         inspect.Parameter("manifest", inspect.Parameter.KEYWORD_ONLY, default=manifest, annotation=str),
-        inspect.Parameter("out_dir", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+        inspect.Parameter("out_dir", inspect.Parameter.KEYWORD_ONLY, annotation=str,
                           default=typer.Option(..., "--out", "-o", help="Folder to export into (resumed).")),
         *options,
     ])
@@ -344,6 +346,12 @@ def shot_eval(
         raise UsageProblem(f"--tolerance must be ≥ 0, got {tolerance}")
     if fmt not in ("auto", *se.FORMATS):
         raise UsageProblem(f"unknown --format {fmt!r} (use auto, {', '.join(se.FORMATS)})")
+    from vidrd_data.models.device import resolve_device
+
+    try:  # the detectors run in this process: the device must be here (not a worker's, as in stages)
+        resolve_device(device)
+    except ValueError as exc:
+        raise UsageProblem(f"--device: {exc}") from None
     try:
         pairs = se.pair_videos(videos, annotations, fmt)
     except (ValueError, OSError, KeyError) as exc:

@@ -40,8 +40,9 @@ def _config_options(config_class, positional: str | None = None):
         for f in dataclasses.fields(config_class):
             if f.name == positional:
                 options.insert(0, inspect.Parameter(
-                    f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=List[str],
-                    default=typer.Argument(..., help=f.metadata["help"], show_default=False)))
+                    f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[List[str]],
+                    # optional here: a --config file may give them; the config's check requires them after merging
+                    default=typer.Argument(None, help=f.metadata["help"], show_default=False)))
                 continue
             flag = "--" + f.name.replace("_", "-")
             declaration = f"{flag}/--no-{flag[2:]}" if kinds[f.name] is bool else flag

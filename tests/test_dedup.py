@@ -94,3 +94,25 @@ def test_column_embeddings_read_as_one_block_equal_those_read_row_by_row(tmp_pat
     assert where.tolist() == [0, 2, 3, 4] and where_h.tolist() == [0, 2, 3]
     np.testing.assert_allclose(block[:3], rowwise)
     np.testing.assert_allclose(block, vectors[[0, 2, 3, 4]].astype(np.float32))
+
+
+def test_cluster_cap_never_removes_the_row_a_near_duplicate_points_at(tmp_path):
+    root, out = mix_corpus.corpus(tmp_path)
+    vectors = np.random.default_rng(0).normal(size=(8, 16))
+    vectors[6] = vectors[2] * 3  # row 6 repeats row 2
+    rows = [mix_corpus._row("pseudo_video", "emb", f"media/img_{k:02d}.png", k, f"still {k}",
+                            emb=[float(v) for v in vectors[k]]) for k in range(8)]
+    mix_corpus.write_source(out, "emb", root, rows, part_rows=3, extra=[pa.field("emb", pa.list_(pa.float64()))])
+    recipe = mix_corpus.recipe(root, near_dup_threshold=0.9)
+    recipe.cluster_cap = 1
+    recipe.sources = [mix_corpus.Source(name="emb", stage="images", input="-")]
+    recipe.near_dup_embedding = "column:emb"
+    for seed in range(3):  # the cap's order is a hash of the seed: the target must stay whichever it is
+        recipe.seed = seed
+        report = mix(recipe, out)
+        table = mf.Manifest.open(out / "mixed").read()
+        ok = table.filter(pc.equal(table["status"], "ok"))["sample_id"].to_pylist()
+        assert ok == [rows[2]["sample_id"]], seed  # one cluster, capped at one row: the kept original
+        filtered = table.filter(pc.equal(table["status"], "filtered")).to_pylist()
+        assert [r["duplicate_of"] for r in filtered] == [rows[2]["sample_id"]]
+        assert report["sources"]["emb"]["cluster_capped"] == 6

@@ -158,10 +158,13 @@ def test_csv_export_holds_the_ok_rows(clips, tmp_path, capsys):
     (["--latents", "cache"], "--latents is not supported yet"),
     (["--format", "hf", "--bucket"], "--bucket applies to --format webdataset only"),
     (["--format", "csv", "--shard-index", "0", "--num-shards", "2"], "--shard-index/--num-shards do not apply"),
+    (["--out", "s3://bucket/exported"], "export writes local folders; copy them to the store afterwards"),
 ])
-def test_bad_export_options_end_in_one_line_and_exit_status_2(clips, tmp_path, capsys, options, needle):
+def test_bad_export_options_end_in_one_line_and_exit_status_2(clips, tmp_path, capsys, monkeypatch, options, needle):
+    monkeypatch.chdir(tmp_path)  # a URL taken for a path would make a folder `s3:` here
     code, _, err = run_cli(main, capsys, "export", clips, "--out", tmp_path / "o", *options)
     assert needle in assert_one_line_error(code, err, "vidrd-data")
+    assert not (tmp_path / "s3:").exists()
 
 
 def test_a_killed_export_resumes_to_the_same_files(tmp_path, capsys):
@@ -185,3 +188,13 @@ def test_a_killed_export_resumes_to_the_same_files(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "killed").iterdir() if not p.name.startswith("_")) == whole
     for name in whole:
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def test_overwrite_removes_the_shards_of_an_earlier_export_with_another_shard_size(clips, tmp_path, capsys):
+    out = tmp_path / "wds"
+    _export(capsys, clips, out, "--shard-size", "1", "--bucket")
+    _export(capsys, clips, out, "--format", "hf", "--shard-size", "1", "--overwrite")
+    (out / "notes.tar").write_bytes(b"not the export's")  # a name the export never writes stays
+    _export(capsys, clips, out, "--shard-size", "2", "--overwrite")
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and "_export" not in p.parts)
+    assert left == ["00000.tar", "00001.tar", "notes.tar"]

@@ -245,3 +245,23 @@ def test_resuming_a_pixel_run_from_a_latent_cache_is_refused(cache, sd, manifest
     _reset_accelerate()
     with pytest.raises(ConfigError, match="latents"):
         train_module.train(train_config(sd, manifest, cache, run, max_steps=4, resume="latest"))
+
+
+def test_cache_takes_its_manifests_from_a_config_file_and_flags_add_to_none(tmp_path, capsys, monkeypatch):
+    seen = []
+    monkeypatch.setattr(lt, "build_cache", lambda config: seen.append(config) or tmp_path / "latents")
+    toml = tmp_path / "cache.toml"
+    toml.write_text('manifests = ["m1", "m2"]\nout = "latents"\npretrained_model = "sd"\n')
+    code, _, err = run_cli(main, capsys, "cache", "--config", str(toml))
+    assert code == 0, err
+    assert seen[0].manifests == ["m1", "m2"] and seen[0].out == "latents"
+    code, _, err = run_cli(main, capsys, "cache", "m3", "--config", str(toml))
+    assert code == 0, err
+    assert seen[1].manifests == ["m3"]  # the command line overrides the file
+
+
+def test_cache_without_manifests_anywhere_is_one_line_and_exit_2(tmp_path, capsys):
+    toml = tmp_path / "cache.toml"
+    toml.write_text('out = "latents"\npretrained_model = "sd"\n')
+    code, _, err = run_cli(main, capsys, "cache", "--config", str(toml))
+    assert "manifests is required" in assert_one_line_error(code, err, "vidrd-train")

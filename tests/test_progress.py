@@ -80,3 +80,37 @@ def test_rows_are_reported_while_the_shard_runs_not_when_it_ends(tmp_path, monke
               root=None, input_desc=["t"], shard_size=10, progress=False)
     assert EVENTS == [("processed", 0), ("reported", 1), ("processed", 1), ("reported", 1), ("processed", 2),
                       ("reported", 1)]
+
+
+class Filtering(Stage):
+    """A stage that keeps even rows, filters odd ones and fails every third."""
+
+    name = "filtering"
+
+    def process(self, row):
+        i = row["input_row"]
+        if i % 3 == 2:
+            raise ValueError("unreadable")
+        out = {"sample_id": f"s{i}", "kind": "image"}
+        return [out | ({"status": "filtered", "filter": "max_x", "filter_score": 1.0} if i % 2 else {})]
+
+
+def test_filtered_rows_are_not_counted_as_failed_in_the_progress(tmp_path, monkeypatch):
+    import contextlib
+
+    import pyarrow as pa
+
+    from vidrd_data.run import executors
+    from vidrd_data.run.runner import run_stage
+
+    counts = []
+
+    @contextlib.contextmanager
+    def counting(label, total, enabled=True, console=None):
+        yield lambda ok, failed, rows=1: counts.append((ok, failed))
+
+    monkeypatch.setattr(executors, "run_progress", counting)
+    summary = run_stage("tests.test_progress:Filtering", {}, pa.table({"source_path": list("abcd")}), tmp_path / "m",
+                        root=None, input_desc=["t"], shard_size=10, progress=False)
+    assert counts == [(1, 0), (0, 0), (0, 1), (0, 0)]  # rows 0 ok, 1 filtered, 2 failed, 3 filtered
+    assert (summary.ok, summary.failed) == (1, 1)

@@ -14,6 +14,7 @@ from vidrd_data.run.runner import run_stage
 from vidrd_data.scores import Clip
 from vidrd_data.scores.blur import BlurScore
 from vidrd_data.scores.motion import MotionScore
+from vidrd_data.sources import InputError
 from vidrd_data.stages import score
 from vidrd_io.video import write_mp4
 
@@ -190,3 +191,24 @@ def test_the_aesthetic_and_similarity_scores_of_one_clip_embed_its_frames_once(t
     assert len(calls) == 1
     ClipSimilarityScore(model)(Clip(_pan()[[1, 5]], [], "a texture"))  # another clip: embedded again
     assert len(calls) == 2
+
+
+def test_score_refuses_a_manifest_without_ok_rows_in_one_line(tmp_path, capsys):
+    from vidrd_data.stages import videos
+
+    (tmp_path / "list.csv").write_text("path\ngone.mp4\n")
+    job = videos.prepare(str(tmp_path / "list.csv"))
+    run_stage(job.stage, job.params, job.inputs, tmp_path / "m", root=job.root, input_desc=job.input_desc,
+              progress=False)
+    code, _, err = run_cli(main, capsys, "score", str(tmp_path / "m"), "--out", str(tmp_path / "o"),
+                           "--scores", "blur")
+    assert "has no ok rows" in assert_one_line_error(code, err, "vidrd-data")
+    assert not (tmp_path / "o").exists()
+
+
+def test_score_checks_its_input_is_a_manifest_before_building_any_scorer(tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(score, "build_scorers", lambda params: built.append(params) or [])
+    with pytest.raises(InputError, match="is not a manifest"):
+        score.prepare(str(tmp_path), scores="blur")
+    assert built == []

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cli.data import main
+from tests.conftest import assert_one_line_error, run_cli
 from vidrd_data.inspection.shot_eval import ShotTruth, montage, pair_videos, read_truth, score, write_montage
 
 
@@ -65,3 +66,14 @@ def test_shot_eval_without_annotations_or_with_bad_options_exits_2_in_one_line(t
     assert main(["shot-eval", str(tmp_path), "--format", "xml"]) == 2
     with pytest.raises(ValueError, match="no video"):
         pair_videos(tmp_path)
+
+
+@pytest.mark.parametrize("device, needle", [("bogus", "unknown device 'bogus'"),
+                                            ("cuda", "CUDA is not available")])
+def test_shot_eval_refuses_an_unknown_or_absent_device_in_one_line(tmp_path, capsys, monkeypatch, device, needle):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    write_montage(tmp_path / "m.mp4", 2, ["cut", "cut"], size=(48, 80), shot_seconds=(1.0, 1.4))
+    code, _, err = run_cli(main, capsys, "shot-eval", tmp_path, "--detectors", "histogram", "--device", device)
+    assert needle in assert_one_line_error(code, err, "vidrd-data")

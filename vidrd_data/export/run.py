@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,17 +13,22 @@ import pyarrow.csv as pacsv
 
 from vidrd_data import manifest as mf
 from vidrd_data.export.options import FORMATS, ExportArguments
-from vidrd_data.export.shards import HF_DIR, HF_SCHEMA
+from vidrd_data.export.shards import HF_DIR, HF_SCHEMA, SHARD_DIGITS
 from vidrd_data.run.options import RunOptions
 from vidrd_data.run.runner import RunSummary, run_stage
 from vidrd_data.sources import InputError
 from vidrd_io import fs
+from vidrd_io.remote import local_path
 
 log = logging.getLogger(__name__)
 
 STAGE = "vidrd_data.export.shards:ExportShards"
 PROGRESS_DIR = "_export"  # the runner's manifest of the export: one row per exported row, ok or failed with why
 CSV_FILE = "rows.csv"
+# the files an export writes (beside PROGRESS_DIR): what --overwrite removes, so no shard of an earlier run survives
+_SHARD = rf"\d{{{SHARD_DIGITS}}}"
+_EXPORT_FILES = re.compile(rf"({_SHARD}\.tar|r\d+_a\d+\.\d\d_f\d+/{_SHARD}\.tar|{HF_DIR}/train-{_SHARD}\.parquet"
+                           rf"|{re.escape(CSV_FILE)})")
 # manifest columns left out of the input rows: the runner numbers inputs itself, and only ok rows are exported
 _DROPPED = ("status", "error", "input_row")
 
@@ -38,10 +44,14 @@ def export(arguments: ExportArguments, out: str | os.PathLike, **run_options) ->
         raise InputError("--latents is not supported yet: exports carry clips and metadata, no cached latents")
     if a.bucket and a.format != "webdataset":
         raise InputError("--bucket applies to --format webdataset only")
+    if local_path(out) is None:  # shards are written through local temp files and renames; a store has neither
+        raise InputError(f"--out {out} is a URL: export writes local folders; copy them to the store afterwards")
     manifest = mf.Manifest.open_for_work(a.manifest, root=a.root, allow_partial=a.allow_partial)
     rows = manifest.read(status="ok")
     rows = rows.drop_columns([c for c in _DROPPED if c in rows.column_names])
-    out = Path(out)
+    out = Path(local_path(out))
+    if run_options.get("overwrite") and run_options.get("shard_index") is None:
+        _remove_previous_export(out)
     if a.format == "csv":
         if run_options.get("shard_index") is not None or run_options.get("num_shards") is not None:
             raise InputError("--format csv writes one file at once: --shard-index/--num-shards do not apply")
@@ -56,6 +66,26 @@ def export(arguments: ExportArguments, out: str | os.PathLike, **run_options) ->
         fs.atomic_write(out / "README.md", lambda tmp: Path(tmp).write_text(dataset_card(str(a.manifest)),
                                                                              encoding="utf-8"))
     return summary
+
+
+def _remove_previous_export(out: Path) -> list[Path]:
+    """Remove the shard, Parquet, CSV files and dataset card an earlier export wrote into `out`; return them.
+
+    Only names the export itself writes: another shard size or format would otherwise leave stale shards beside the
+    new ones (duplicated samples). The runner clears PROGRESS_DIR itself."""
+    if not out.is_dir():
+        return []
+    removed = [p for p in sorted(out.rglob("*"))
+               if p.is_file() and _EXPORT_FILES.fullmatch(p.relative_to(out).as_posix())]
+    card = out / "README.md"
+    if card.is_file() and card.read_text(encoding="utf-8", errors="replace").startswith(dataset_card("")[:60]):
+        removed.append(card)
+    for path in removed:
+        path.unlink()
+    for folder in {p.parent for p in removed if p.parent != out}:
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
 
 
 def _write_csv(rows: pa.Table, out: Path) -> Path:

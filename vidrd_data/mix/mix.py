@@ -438,10 +438,15 @@ def _near_duplicates(recipe: Recipe, files: list[list[Path]], keep: list[np.ndar
         keys = np.concatenate([pq.read_table(p, columns=[CAP_KEY])[CAP_KEY].to_numpy() for p in flat_files]) \
             if flat_files else np.zeros(0)
         rows = np.flatnonzero(keep_all & (result.cluster >= 0))
-        order = rows[np.lexsort((keys[rows], result.cluster[rows]))]  # by cluster, then by cap key
+        # a row a near duplicate points at is never capped (else neither copy trains and `duplicate_of` names a row
+        # not in the mix): targets rank first in their cluster, so the others are capped first; a cluster holding
+        # more targets than the cap keeps them all
+        target = np.zeros(total, bool)
+        target[result.duplicate_of[result.filtered]] = True
+        order = rows[np.lexsort((keys[rows], ~target[rows], result.cluster[rows]))]  # cluster, targets, cap key
         starts = np.r_[0, np.flatnonzero(np.diff(result.cluster[order])) + 1]
         rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-        keep_all[order[rank >= recipe.cluster_cap]] = False
+        keep_all[order[(rank >= recipe.cluster_cap) & ~target[order]]] = False
     file_source = [s.name for s, paths in zip(recipe.sources, files) for _ in paths]
     for f, name in enumerate(file_source):
         span = slice(offsets[f], offsets[f + 1])

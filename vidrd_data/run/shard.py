@@ -129,7 +129,7 @@ def read_rows(inputs_path: str, start: int, stop: int) -> list[dict]:
 def run_shard(task: ShardTask, report=None) -> dict:
     """Process one shard and write its part atomically (parquet, then stats); return the stats.
 
-    `report(ok, failed)` is called per input row. `StageAbort` (from the stage) propagates and nothing is
+    `report(ok, failed)` is called per input row (filtered samples count in neither). `StageAbort` (from the stage) propagates and nothing is
     written for the shard.
     """
     report = report or (lambda ok, failed: None)
@@ -158,7 +158,8 @@ def run_shard(task: ShardTask, report=None) -> dict:
             raise result
         produced = finish_rows(stage, row, result, task.schema)
         outputs.extend(produced)
-        report(sum(r["status"] == "ok" for r in produced), sum(r["status"] != "ok" for r in produced))
+        # a filtered row is neither: the bar shows it only in the rows done
+        report(sum(r["status"] == "ok" for r in produced), sum(r["status"] == "failed" for r in produced))
     rows_out = sorted(kept + outputs, key=lambda r: r["input_row"])  # stable: keeps each input's sample order
     table = rows_to_table_safe(stage, rows_out, inputs_by_row, task.schema)
     stats = mf.part_stats(table, input_rows=len(rows), wall_time_s=time.perf_counter() - start)

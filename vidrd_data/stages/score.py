@@ -180,6 +180,13 @@ def prepare(input: str, **arguments: Any) -> StageJob:
     from vidrd_data.stages.arguments import read_arguments
 
     args, options = read_arguments("score", input, arguments)
+    path = Path(input)  # the input first: building the scorers may load a CLIP ViT-L/14
+    if not (path.is_dir() and mf.is_manifest(path)):
+        raise InputError(f"{input} is not a manifest (score reads a manifest's ok rows)")
+    m = mf.Manifest.open_for_work(path, root=args.root, allow_partial=args.allow_partial)
+    table = m.read(status="ok")
+    if table.num_rows == 0:
+        raise InputError(f"{input} has no ok rows to score")
     for key in ("clip_config", "clip_checkpoint", "aesthetic_head"):
         if options.get(key):
             options[key] = os.path.abspath(options[key])
@@ -198,11 +205,6 @@ def prepare(input: str, **arguments: Any) -> StageJob:
         params["score_models"] = {s.name: s.identity() for s in build_scorers(params)}
     except (ValueError, OSError) as exc:
         raise InputError(str(exc).splitlines()[0]) from None
-    path = Path(input)
-    if not (path.is_dir() and mf.is_manifest(path)):
-        raise InputError(f"{input} is not a manifest (score reads a manifest's ok rows)")
-    m = mf.Manifest.open_for_work(path, root=args.root, allow_partial=args.allow_partial)
-    table = m.read(status="ok")
     table = table.drop_columns([c for c in ("status", "error", "input_row", "filter", "filter_score")
                                 if c in table.column_names])
     table = table.rename_columns([SCORED_ID if c == "sample_id" else c for c in table.column_names])
