@@ -10,7 +10,6 @@ reason when it is over PIL's decompression-bomb limit. A path `shard.tar#member`
 from __future__ import annotations
 
 import io
-import os
 import warnings
 
 import numpy as np
