@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from cli.train import main
 from tests.conftest import assert_one_line_error, run_cli
+from tests.test_train import _reset_accelerate
 from tests.tiny_sd import tiny_stable_diffusion
 from tests.train_corpus import CORRUPT_ID, write_corpus
 from vidrd_model import latents as lt
@@ -27,13 +28,6 @@ def sd(tmp_path_factory):
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("latents_corpus"))
-
-
-def _reset_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 @pytest.fixture(autouse=True)

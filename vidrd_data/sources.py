@@ -349,6 +349,14 @@ def image_folder(
     return pa.table(_with_input_errors(columns, errors)), root
 
 
+
+def sample_key(member_name: str) -> tuple[str, str]:
+    """Return a WebDataset tar member's sample key (its path up to the first dot of its base name) and its lower-case
+    extension (`dir/a.b.JPG` → `dir/a`, `.b.jpg`), the grouping webdataset and video2dataset use."""
+    base = member_name.rsplit("/", 1)[-1]
+    key = member_name[: len(member_name) - len(base)] + base.split(".", 1)[0]
+    return key, ("." + base.split(".", 1)[1].lower() if "." in base else "")
+
 def webdataset_shards(pattern: str, *, source_dataset: str | None = None) -> tuple[pa.Table, Path]:
     """Return the image samples of webdataset / img2dataset tar shards (`KEY.jpg` + `KEY.txt` or `KEY.json`).
 
@@ -379,9 +387,7 @@ def webdataset_shards(pattern: str, *, source_dataset: str | None = None) -> tup
                 for member in tar:
                     if not member.isfile():
                         continue
-                    base = member.name.rsplit("/", 1)[-1]
-                    key = member.name[: len(member.name) - len(base)] + base.split(".", 1)[0]
-                    ext = "." + base.split(".", 1)[1].lower() if "." in base else ""
+                    key, ext = sample_key(member.name)
                     sample = samples.setdefault(key, {})
                     if ext in IMAGE_EXTENSIONS:
                         sample["image"] = member.name

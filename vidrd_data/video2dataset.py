@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vidrd_data import manifest as mf
-from vidrd_data.sources import InputError, text_values, text_problem
+from vidrd_data.sources import InputError, sample_key, text_problem, text_values
 from vidrd_io.images import TAR_MEMBER_SEP
 from vidrd_io.video import VIDEO_EXTENSIONS
 
@@ -188,9 +188,7 @@ def _scan_tar(tar_path: Path) -> tuple[dict[str, dict], str | None]:
                                     f"(after {len(samples)} sample(s))"
                 if not member.isfile():
                     continue
-                base = member.name.rsplit("/", 1)[-1]
-                key = member.name[: len(member.name) - len(base)] + base.split(".", 1)[0]
-                ext = "." + base.split(".", 1)[1].lower() if "." in base else ""
+                key, ext = sample_key(member.name)
                 sample = samples.setdefault(key, {})
                 if ext in VIDEO_EXTENSIONS:
                     sample["video"] = member.name
