@@ -366,7 +366,6 @@ def train(config: TrainConfig) -> Path:
         save_config(config, run / "config.toml")
         if not (run / "base" / "model_index.json").is_file():  # frozen parts at full precision, for every checkpoint
             pipe.save_pretrained(run / "base")  # before any adapter: with LoRA, base/unet is the U-Net it adapts
-    accelerator.wait_for_everyone()
     if config.lora_rank:
         trainable = add_lora(unet, config.lora_rank, config.lora_alpha)
     if config.compile:  # in place: parameter names, checkpoints and save_pretrained are unchanged

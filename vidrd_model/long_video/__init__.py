@@ -5,6 +5,8 @@ generator, **options)` yields the video's latents (b, c, ≤N, h, w) in temporal
 hands out each piece as it comes (`callback_on_clip_end`), as it does VidRD's clips.
 """
 
+from diffusers import DDIMScheduler
+
 from . import fifo, freenoise, gen_l_video, independent
 
 SAMPLERS = {
@@ -23,7 +25,7 @@ def long_video_chunks(mode: str, pipe, text_embeds, clip_shape, num_frames_total
         raise ValueError(f"`long_video` must be one of {MODES}, got {mode!r}")
     if num_frames_total < 1:
         raise ValueError(f"`num_frames_total` must be ≥ 1, got {num_frames_total}")
-    if mode != "independent" and type(pipe.scheduler).__name__ != "DDIMScheduler":
+    if mode != "independent" and not isinstance(pipe.scheduler, DDIMScheduler):
         # FIFO steps each frame from its own time step with DDIM's formula; FreeNoise and Gen-L-Video step one
         # scheduler once per window and time step, which only a stateless scheduler allows
         raise ValueError(f"`long_video={mode!r}` needs the DDIM scheduler, got {type(pipe.scheduler).__name__}")
