@@ -311,6 +311,42 @@ def test_frame_pooled_group_norm_equals_group_norm_over_the_whole_clip():
     assert not torch.allclose(batch_to_frames(norm(folded), 5), pooled, atol=1e-3)
 
 
+def test_pooled_group_norm_with_silu_is_the_same_with_and_without_gradients_and_lands_folded():
+    norm = randomize_(torch.nn.GroupNorm(8, 32), seed=1)
+    clip = torch.randn(2, 32, 5, 6, 6) * 3 + 1
+    expected = torch.nn.functional.silu(norm(clip))
+    folded = frames_to_batch(clip)
+    with torch.no_grad():
+        fused = frame_pooled_group_norm(norm, folded, 5, silu=True)  # SiLU writes the folded layout itself
+    plain = frame_pooled_group_norm(norm, folded.requires_grad_(), 5, silu=True)
+    assert fused.is_contiguous() and plain.is_contiguous()
+    assert torch.allclose(batch_to_frames(fused, 5), expected, atol=1e-6)
+    assert torch.allclose(batch_to_frames(plain.detach(), 5), expected, atol=1e-6)
+
+
+def test_frame_embedding_cached_under_inference_mode_still_trains():
+    with torch.inference_mode():
+        table = sinusoidal_frame_embedding(3, 32)  # fills the cache inside inference mode
+    assert not table.is_inference()  # a plain tensor: usable by later in-place and autograd code
+    assert sinusoidal_frame_embedding(3, 32) is table
+    layer = randomize_(VideoUNet(**unet_config_from_2d(TINY_2D)), seed=2).down_blocks[0].attentions[0]
+    block = layer.transformer_blocks[0]
+    x = torch.randn(6, 4, 32, requires_grad=True)
+    block.temporal_attention(x, num_frames=3).sum().backward()
+    assert x.grad is not None and block.temp_attn.to_q.weight.grad is not None
+
+
+def test_attend_equals_calling_the_attention_module():
+    from vidrd_model.unet import attend
+
+    block = randomize_(VideoUNet(**unet_config_from_2d(TINY_2D)), seed=3).down_blocks[0].attentions[0]
+    block = block.transformer_blocks[0]
+    x, context = torch.randn(2, 4, 32), torch.randn(2, 7, 32)
+    with torch.no_grad():
+        assert torch.equal(attend(block.attn2, x, context), block.attn2(x, encoder_hidden_states=context))
+        assert torch.equal(attend(block.attn1, x), block.attn1(x))
+
+
 def test_temp_conv_layer_matches_its_formula_over_frames():
     """Self-contained check of Temp-Conv with non-zero weights: 4 × (clip GroupNorm → SiLU → conv over f±1) + x."""
     layer = randomize_(TemporalConvLayer(32), seed=11).eval()
@@ -324,8 +360,9 @@ def test_temp_conv_layer_matches_its_formula_over_frames():
         h = sum(torch.einsum("oi,bifxy->bofxy", w[:, :, j], padded[:, :, j : j + 5]) for j in range(3))
         h = h + conv.bias[None, :, None, None, None]
     with torch.no_grad():
-        out = batch_to_frames(layer(frames_to_batch(clip), num_frames=5), 5)
-    assert torch.allclose(out, clip + h, atol=1e-5)
+        folded = layer(frames_to_batch(clip), num_frames=5)
+    assert folded.is_contiguous()  # the residual add writes the folded layout: no copy after it
+    assert torch.allclose(batch_to_frames(folded, 5), clip + h, atol=1e-5)
 
 
 def test_temp_attn_matches_softmax_attention_over_frames_after_adding_the_frame_embedding():

@@ -3,39 +3,74 @@
 Every tensor here is frame-folded: a clip batch of shape (b, c, f, h, w) travels as ((b f), c, h, w) with
 frame index = b * f + f, so the spatial layers run per frame unchanged. These helpers unfold it where the release
 mixes information across frames.
+
+Eager speed (issue 18): the unfolding is a view (`clip_view`), each layer copies at most once into the clip layout,
+and the way back is fused into the op that follows (the residual add, or SiLU writing straight into the folded
+layout), with no einops parsing and no parameterless module calls on the hot path. Outputs equal the plain
+formulation (tests/test_unet.py checks each against it).
 """
 
+import functools
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange
 
 
-def frame_pooled_group_norm(norm: nn.GroupNorm, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """Returns `norm(x)` with statistics pooled over all frames of each clip, as the release's 5-D GroupNorms.
+def clip_view(x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Returns the (b, c, f, ...) view of frame-folded ((b f), c, ...) rows: no copy."""
+    return x.unflatten(0, (-1, num_frames)).transpose(1, 2)
+
+
+def fold_frames(x: torch.Tensor) -> torch.Tensor:
+    """Returns (b, c, f, ...) as frame-folded ((b f), c, ...) rows (a copy unless `x` is a `clip_view`)."""
+    return x.transpose(1, 2).flatten(0, 1)
+
+
+def frame_pooled_group_norm(norm: nn.GroupNorm, x: torch.Tensor, num_frames: int, silu: bool = False) -> torch.Tensor:
+    """Returns `norm(x)` (then SiLU when `silu`) with statistics pooled over all frames of each clip.
 
     The release's ResNets and output norm receive (b, c, f, h, w) tensors, so their group statistics cover every
-    frame of a sample; diffusers' 2-D blocks normalise each frame alone.
+    frame of a sample; diffusers' 2-D blocks normalise each frame alone. Without gradients, SiLU writes the result
+    straight back into the folded layout (one pass instead of SiLU plus a copy).
     """
     if num_frames == 1:
-        return norm(x)
-    clip = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
-    return rearrange(norm(clip), "b c f h w -> (b f) c h w")
+        return F.silu(norm(x)) if silu else norm(x)
+    normed = norm(clip_view(x, num_frames))  # GroupNorm makes its input contiguous: the one copy
+    if silu and not torch.is_grad_enabled():
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        torch._C._nn.silu(normed, out=clip_view(out, num_frames))  # autograd refuses out=, hence no_grad only
+        return out
+    return fold_frames(F.silu(normed) if silu else normed)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_frame_embedding(num_frames: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable later with autograd on
+        return _frame_embedding(num_frames, dim, device, dtype)
+
+
+def _frame_embedding(num_frames: int, dim: int, device, dtype) -> torch.Tensor:
+    position = torch.arange(num_frames, device=device, dtype=torch.float32)[:, None]
+    inv_freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    angles = position * inv_freq
+    table = torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)[:, :dim]
+    return table.to(dtype) if dtype is not None else table
 
 
 def sinusoidal_frame_embedding(num_frames: int, dim: int, device=None, dtype=None) -> torch.Tensor:
     """Returns the (num_frames, dim) table PE[f, 2i] = sin(f·10000^(-2i/dim)), PE[f, 2i+1] = cos(same).
 
     Interleaved sin/cos as in the release; diffusers' 1-D sin-cos helpers concatenate the halves instead.
+    Tables are cached per (frames, dim, device, dtype), so a forward pass does not rebuild one per block (ten
+    kernel launches each); under torch.compile the table is traced instead. Do not modify the returned tensor.
     """
-    position = torch.arange(num_frames, device=device, dtype=torch.float32)[:, None]
-    inv_freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(num_frames, dim, device=device, dtype=torch.float32)
-    table[:, 0::2] = torch.sin(position * inv_freq)
-    table[:, 1::2] = torch.cos(position * inv_freq)
-    return table.to(dtype) if dtype is not None else table
+    device = torch.device(device) if device is not None else torch.get_default_device()
+    dtype = dtype if dtype is not None else torch.float32
+    if torch.compiler.is_compiling() or device.type == "meta":
+        return _frame_embedding(num_frames, dim, device, dtype)
+    return _cached_frame_embedding(num_frames, dim, device, dtype)
 
 
 class FrameConv3d(nn.Conv3d):
@@ -79,8 +114,13 @@ class TemporalConvLayer(nn.Module):
         # so joint image/video batches and DDP see every parameter used.
         if num_frames == 1 and not torch.is_grad_enabled():
             return x
-        h = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
-        for layer in self.convs:
-            h = layer(h)
-        h = rearrange(h, "b c f h w -> (b f) c h w")
-        return x + h if num_frames > 1 else x + 0 * h
+        h = clip_view(x, num_frames)  # the first GroupNorm makes the one copy into the clip layout
+        for k in range(0, len(self.convs), 4):
+            norm, dropout, conv = self.convs[k], self.convs[k + 2], self.convs[k + 3]
+            h = F.silu(norm(h))
+            if self.training and dropout.p > 0:
+                h = dropout(h)
+            h = conv(h)
+        if num_frames == 1:
+            return x + 0 * fold_frames(h)
+        return (clip_view(x, num_frames) + h).transpose(1, 2).flatten(0, 1)  # the add writes the folded layout

@@ -30,10 +30,9 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.unets.unet_3d_condition import UNet3DConditionOutput
 from diffusers.models.upsampling import Upsample2D
-from einops import rearrange
 
 from .checkpoints import load_diffusers_weights, load_pretrained_2d_weights, unet_config_from_2d
-from .temporal import TemporalConvLayer, frame_pooled_group_norm, sinusoidal_frame_embedding
+from .temporal import TemporalConvLayer, clip_view, frame_pooled_group_norm, sinusoidal_frame_embedding
 
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlock3D", "DownBlock3D")
 UP_BLOCK_TYPES = ("CrossAttnUpBlock3D", "UpBlock3D")
@@ -61,14 +60,29 @@ class VideoResnetBlock(ResnetBlock2D):
     """SD's ResNet block run per frame, except that both GroupNorms pool over all frames of a clip."""
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor, num_frames: int) -> torch.Tensor:
-        h = self.nonlinearity(frame_pooled_group_norm(self.norm1, x, num_frames))
+        h = self._norm_act(self.norm1, x, num_frames)
         h = self.conv1(h)
         h = h + self.time_emb_proj(self.nonlinearity(temb))[:, :, None, None]
-        h = self.nonlinearity(frame_pooled_group_norm(self.norm2, h, num_frames))
+        h = self._norm_act(self.norm2, h, num_frames)
         h = self.conv2(self.dropout(h))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
         return (x + h) / self.output_scale_factor
+
+    def _norm_act(self, norm: nn.GroupNorm, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        if isinstance(self.nonlinearity, nn.SiLU):  # SD's act_fn: fused with the way back to the folded layout
+            return frame_pooled_group_norm(norm, x, num_frames, silu=True)
+        return self.nonlinearity(frame_pooled_group_norm(norm, x, num_frames))
+
+
+def attend(attention: Attention, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    """Returns `attention(x, encoder_hidden_states=context)` through its processor, as `Attention.forward` does.
+
+    Calling the processor directly skips the `inspect.signature` of the processor that diffusers' forward runs on
+    every call to vet keyword arguments we never pass (about 50 µs of host time per attention on the GPU's critical
+    path). `set_attn_processor` and PEFT adapters work unchanged: they replace the processor or wrap its linears.
+    """
+    return attention.processor(attention, x, encoder_hidden_states=context)
 
 
 class VideoTransformerBlock(nn.Module):
@@ -100,8 +114,8 @@ class VideoTransformerBlock(nn.Module):
         self.temp_embed_single_frame = opts.temp_embed_single_frame
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, num_frames: int) -> torch.Tensor:
-        x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), encoder_hidden_states=context) + x
+        x = attend(self.attn1, self.norm1(x)) + x
+        x = attend(self.attn2, self.norm2(x), context) + x
         if self.temp_attn is not None:
             x = self.temporal_attention(x, num_frames)
         return self.ff(self.norm3(x)) + x
@@ -111,14 +125,17 @@ class VideoTransformerBlock(nn.Module):
         query = x
         if self.add_temp_embed and (num_frames > 1 or self.temp_embed_single_frame):
             table = sinusoidal_frame_embedding(num_frames, x.shape[-1], x.device, x.dtype)
-            query = x + table.repeat(x.shape[0] // num_frames, 1)[:, None, :]  # PE[f] on every (b f) row
+            query = (x.unflatten(0, (-1, num_frames)) + table[:, None, :]).flatten(0, 1)  # PE[f] on every frame f
             if self.temp_embed_in_residual:
                 x = query  # the release adds the embedding to the residual stream itself
         if num_frames == 1 and not torch.is_grad_enabled():
             return x
-        query = rearrange(query, "(b f) d c -> (b d) f c", f=num_frames)  # attend over frames
-        branch = rearrange(self.temp_attn(self.temp_norm(query)), "(b d) f c -> (b f) d c", d=x.shape[1])
-        return x + branch if num_frames > 1 else x + 0 * branch
+        tokens = x.shape[1]
+        sequences = query.unflatten(0, (-1, num_frames)).transpose(1, 2).flatten(0, 1)  # (b d) f c: attend over frames
+        branch = attend(self.temp_attn, self.temp_norm(sequences)).unflatten(0, (-1, tokens)).transpose(1, 2)  # (b, f, d, c)
+        if num_frames == 1:
+            return x + 0 * branch.flatten(0, 1)
+        return (x.unflatten(0, (-1, num_frames)) + branch).flatten(0, 1)  # the add writes the folded layout
 
 
 class VideoTransformer(nn.Module):
@@ -134,21 +151,21 @@ class VideoTransformer(nn.Module):
         self.proj_out = projection(channels, channels)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, num_frames: int) -> torch.Tensor:
-        height = x.shape[2]
+        n, channels, height, width = x.shape
         h = self.norm(x)  # per frame, as in the release
         if not self.use_linear_projection:
             h = self.proj_in(h)
-        h = rearrange(h, "n c h w -> n (h w) c")
+        h = h.permute(0, 2, 3, 1).reshape(n, height * width, channels)  # n (h w) c
         if self.use_linear_projection:
             h = self.proj_in(h)
         for block in self.transformer_blocks:
             h = block(h, context, num_frames)
         if self.use_linear_projection:
             h = self.proj_out(h)
-        h = rearrange(h, "n (h w) c -> n c h w", h=height)
+        h = h.unflatten(1, (height, width)).permute(0, 3, 1, 2)  # n c h w, a view
         if not self.use_linear_projection:
             h = self.proj_out(h)
-        return h + x
+        return x + h  # x first: the sum takes x's (contiguous) layout
 
 
 class VideoLevel(nn.Module):
@@ -387,7 +404,7 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
             temb = self.time_embedding(t_emb).repeat_interleave(num_frames, dim=0)  # same time step for every frame
         context = encoder_hidden_states.repeat_interleave(num_frames, dim=0)  # same text for every frame
 
-        x = rearrange(sample, "b c f h w -> (b f) c h w")
+        x = sample.transpose(1, 2).flatten(0, 1)  # (b f) c h w
         if self.config.center_input_sample:
             x = 2 * x - 1.0
         x = self.conv_in(x)
@@ -402,9 +419,12 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
             upsample_size = skips[-1].shape[2:] if forward_upsample_size and i < len(self.up_blocks) - 1 else None
             x = self._run(block, x, block_skips, temb, context, num_frames, upsample_size)
 
-        x = self.conv_act(frame_pooled_group_norm(self.conv_norm_out, x, num_frames))
+        if isinstance(self.conv_act, nn.SiLU):
+            x = frame_pooled_group_norm(self.conv_norm_out, x, num_frames, silu=True)
+        else:
+            x = self.conv_act(frame_pooled_group_norm(self.conv_norm_out, x, num_frames))
         x = self.conv_out(x)
-        out = rearrange(x, "(b f) c h w -> b c f h w", f=num_frames)
+        out = clip_view(x, num_frames)  # b c f h w, a view
         if not return_dict:
             return (out,)
         return UNet3DConditionOutput(sample=out)
