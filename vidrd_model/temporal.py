@@ -115,9 +115,10 @@ class TemporalConvLayer(nn.Module):
         if num_frames == 1 and not torch.is_grad_enabled():
             return x
         h = clip_view(x, num_frames)  # the first GroupNorm makes the one copy into the clip layout
+        in_place = not torch.is_grad_enabled()  # SiLU over the norm's fresh output: no new buffer when inferring
         for k in range(0, len(self.convs), 4):
             norm, dropout, conv = self.convs[k], self.convs[k + 2], self.convs[k + 3]
-            h = F.silu(norm(h))
+            h = F.silu(norm(h), inplace=in_place)
             if self.training and dropout.p > 0:
                 h = dropout(h)
             h = conv(h)
