@@ -65,6 +65,48 @@ def count_flops(call) -> float:
     return float(counter.get_total_flops())
 
 
+VIEW_OPS = frozenset({"view", "_unsafe_view", "t", "permute", "transpose", "squeeze", "unsqueeze", "expand",
+                      "slice", "select", "detach", "alias", "as_strided", "split", "split_with_sizes", "unbind",
+                      "unflatten", "_reshape_alias", "lift_fresh"})
+
+
+def count_kernels(call) -> int:
+    """Returns how many aten ops other than views one `call()` dispatches: about the kernels it launches.
+
+    Where the forward is launch-bound (small batches on a GPU), time follows this count, not the FLOPs; it is the
+    same on every device, so a CPU run can compare it too.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ not in VIEW_OPS:
+                Counter.count += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        call()
+    return Counter.count
+
+
+def top_kernels(call, device, k: int) -> list[tuple[str, float, int]]:
+    """Returns the `k` ops taking the most self time in one profiled `call()`: (name, ms, calls), device time on
+    CUDA (where the GPU's time goes), CPU time elsewhere."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    call()  # warm-up outside the profile
+    _sync(device)
+    with profile(activities=activities) as prof:
+        call()
+        _sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    return [(e.key, getattr(e, key) / 1e3, e.count) for e in events[:k]]
+
+
 def peak_gib(device) -> float | None:
     import torch
 
@@ -141,7 +183,9 @@ def unet_rows(args, device) -> list[dict]:
     rows = []
     eager = timed(forward(unet), device, args.repeats)
     flops = count_flops(forward(unet))
-    rows.append(_row("unet", f"VidRD U-Net fwd, CFG 2 × {args.frames} frames, eager", eager, flops=flops, args=args))
+    kernels = count_kernels(forward(unet))
+    rows.append(_row("unet", f"VidRD U-Net fwd, CFG 2 × {args.frames} frames, eager", eager, flops=flops, args=args,
+                     kernels=kernels))
     unet2d = build_unet_2d(args.tiny, device).eval()
     sample2d = sample.transpose(1, 2).reshape(-1, 4, size, size)
     text2d = text.repeat_interleave(args.frames, dim=0)
@@ -152,9 +196,14 @@ def unet_rows(args, device) -> list[dict]:
             unet2d(sample2d, t2d, encoder_hidden_states=text2d)
 
     flat = timed(forward2d, device, args.repeats)
+    flat_kernels = count_kernels(forward2d)
     rows.append(_row("unet", f"diffusers 2-D U-Net fwd, {2 * args.frames} frames", flat, flops=count_flops(forward2d),
-                     args=args))
-    rows[0]["note"] = f"{eager / flat:.2f}× the 2-D U-Net (target ≤ 1.5×)"
+                     args=args, kernels=flat_kernels))
+    rows[0]["note"] = (f"{eager / flat:.2f}× the 2-D U-Net (target ≤ 1.5×); {kernels / flat_kernels:.2f}× its kernels, "
+                       f"{flops / count_flops(forward2d):.2f}× its FLOPs")
+    if args.profile:
+        rows += [_row("profile", f"U-Net: {name} × {calls}", ms / 1e3, args=args)
+                 for name, ms, calls in top_kernels(forward(unet), device, args.profile)]
     if args.compile:
         unet = build_unet(args.tiny, device).eval()
         compiled = torch.compile(unet, mode=args.compile_mode)
@@ -202,7 +251,7 @@ def train_rows(args, device) -> list[dict]:
             except torch.OutOfMemoryError:
                 rows.append({"section": "train", "measure": f"train step, batch {batch}, "
                              f"{'checkpointing' if checkpointing else 'no checkpointing'}", "ms": "OOM",
-                             "peak GiB": "", "% bf16 peak": "", "note": ""})
+                             "kernels": "", "peak GiB": "", "% bf16 peak": "", "note": ""})
                 optimizer.zero_grad(set_to_none=True)
                 continue
             flops = count_flops(step)
@@ -263,9 +312,15 @@ def sampler_rows(args, device, pipe) -> list[dict]:
     with torch.no_grad():
         temporal = timed(lambda: pipe.decode_latents(latents), device, args.repeats)
         per_frame = timed(lambda: pipe.decode_latents(latents, per_frame=True), device, args.repeats)
-    rows += [_row("vae", f"temporal VAE decode, {args.frames} frames", temporal, args=args,
-                  note=f"{temporal / per_frame:.2f}× frame by frame (target ≤ 1.5×)"),
-             _row("vae", f"frame-by-frame decode, {args.frames} frames", per_frame, args=args)]
+        kernels = count_kernels(lambda: pipe.decode_latents(latents))
+        per_frame_kernels = count_kernels(lambda: pipe.decode_latents(latents, per_frame=True))
+        rows += [_row("vae", f"temporal VAE decode, {args.frames} frames", temporal, args=args, kernels=kernels,
+                      note=f"{temporal / per_frame:.2f}× frame by frame (target ≤ 1.5×)"),
+                 _row("vae", f"frame-by-frame decode, {args.frames} frames", per_frame, args=args,
+                      kernels=per_frame_kernels)]
+        if args.profile:
+            rows += [_row("profile", f"temporal VAE decode: {name} × {calls}", ms / 1e3, args=args)
+                     for name, ms, calls in top_kernels(lambda: pipe.decode_latents(latents), device, args.profile)]
     return rows
 
 
@@ -277,18 +332,20 @@ def data_rows(args) -> list[dict]:
     for row in bench_data_wait.rows(workers=args.workers, steps=args.data_steps, resolution=args.data_resolution,
                                     frames=args.frames, batch=args.data_batch, seconds=args.data_seconds,
                                     pretrained_model=args.data_model):
-        out.append({"section": "data", "measure": str(next(iter(row.values()))), "ms": "", "peak GiB": "",
-                    "% bf16 peak": "", "note": "; ".join(f"{k} {v}" for k, v in list(row.items())[1:] if v != "")})
+        out.append({"section": "data", "measure": str(next(iter(row.values()))), "ms": "", "kernels": "",
+                    "peak GiB": "", "% bf16 peak": "",
+                    "note": "; ".join(f"{k} {v}" for k, v in list(row.items())[1:] if v != "")})
     return out
 
 
 def _row(section: str, measure: str, seconds: float, *, args, flops: float | None = None, peak: float | None = None,
-         note: str = "") -> dict:
+         kernels: int | None = None, note: str = "") -> dict:
     share = ""
     if flops and args.peak_tflops:
         share = f"{100 * flops / seconds / (args.peak_tflops * 1e12):.1f} %"
     return {"section": section, "measure": measure, "ms": f"{seconds * 1e3:.1f}",
-            "peak GiB": "" if peak is None else f"{peak:.1f}", "% bf16 peak": share, "note": note}
+            "kernels": "" if kernels is None else str(kernels), "peak GiB": "" if peak is None else f"{peak:.1f}",
+            "% bf16 peak": share, "note": note}
 
 
 def main(argv: list[str]) -> list[dict]:
@@ -306,6 +363,9 @@ def main(argv: list[str]) -> list[dict]:
     parser.add_argument("--clips", type=int, default=3)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--compile-mode", default="max-autotune-no-cudagraphs")
+    parser.add_argument("--profile", type=int, default=8, metavar="K",
+                        help="also list the K ops taking the most time in one U-Net forward and one temporal decode "
+                             "(device time on CUDA); 0: off")
     parser.add_argument("--peak-tflops", type=float, default=None, help="bf16 dense peak (default 989 on CUDA)")
     parser.add_argument("--workers", type=int, default=16, help="loader workers of the data-wait run")
     parser.add_argument("--data-steps", type=int, default=30)

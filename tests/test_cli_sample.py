@@ -138,6 +138,8 @@ def test_release_checkpoint_loads_into_the_same_unet_and_text_encoder_and_sample
     (["--base", "{tmp}", "--prompt", "x", "--fps", "0"], "--fps must be > 0"),
     (["--base", "{tmp}", "--prompt", "x", "--clips", "many"], "--clips"),
     (["--base", "{tmp}/no-such-sd", "--prompt", "x"], "no-such-sd"),
+    (["--base", "{tmp}", "--prompt", "x", "--cuda-graphs", "--device", "cpu"], "--cuda-graphs needs a CUDA device"),
+    (["--base", "{tmp}", "--prompt", "x", "--cuda-graphs", "--compile"], "--compile-mode reduce-overhead"),
 ])
 def test_bad_input_gets_one_line_and_exit_status_2(capsys, tmp_path, argv, needle):
     (tmp_path / "bad.json").write_text("{not json")

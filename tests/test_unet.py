@@ -336,6 +336,16 @@ def test_frame_embedding_cached_under_inference_mode_still_trains():
     assert x.grad is not None and block.temp_attn.to_q.weight.grad is not None
 
 
+def test_the_whole_forward_is_one_graph_for_torch_compile_and_cuda_graphs():
+    """fullgraph=True raises at any graph break (the eager fast paths must step aside while compiling)."""
+    unet = randomize_(VideoUNet(**unet_config_from_2d(TINY_2D)), seed=4).eval()
+    x, t, text = inputs(frames=3)
+    with torch.no_grad():
+        expected = unet(x, t, text).sample
+        traced = torch.compile(unet, fullgraph=True, backend="eager")(x, t, text).sample
+    assert torch.allclose(traced, expected, atol=1e-5)
+
+
 def test_attend_equals_calling_the_attention_module():
     from vidrd_model.unet import attend
 

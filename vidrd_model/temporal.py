@@ -38,7 +38,7 @@ def frame_pooled_group_norm(norm: nn.GroupNorm, x: torch.Tensor, num_frames: int
     if num_frames == 1:
         return F.silu(norm(x)) if silu else norm(x)
     normed = norm(clip_view(x, num_frames))  # GroupNorm makes its input contiguous: the one copy
-    if silu and not torch.is_grad_enabled():
+    if silu and not torch.is_grad_enabled() and not torch.compiler.is_compiling():  # dynamo breaks on out= views
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
         torch._C._nn.silu(normed, out=clip_view(out, num_frames))  # autograd refuses out=, hence no_grad only
         return out

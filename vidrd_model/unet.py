@@ -67,7 +67,8 @@ class VideoResnetBlock(ResnetBlock2D):
         h = self.conv2(self.dropout(h))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
-        return (x + h) / self.output_scale_factor
+        out = x + h
+        return out if self.output_scale_factor == 1 else out / self.output_scale_factor  # x / 1 is x: no kernel
 
     def _norm_act(self, norm: nn.GroupNorm, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         if isinstance(self.nonlinearity, nn.SiLU):  # SD's act_fn: fused with the way back to the folded layout

@@ -18,7 +18,7 @@ def predict_noise(pipe, latents: torch.Tensor, timestep, text_embeds: torch.Tens
     if torch.is_tensor(timestep) and timestep.ndim == 2 and guided:
         timestep = torch.cat([timestep] * 2)
     model_input = pipe.scheduler.scale_model_input(model_input, timestep)
-    noise = pipe.unet(model_input, timestep, encoder_hidden_states=text_embeds).sample
+    noise = pipe.predict_noise(model_input, timestep, text_embeds)
     if not guided:
         return noise
     noise_uncond, noise_text = noise.chunk(2)
