@@ -282,6 +282,8 @@ def pipeline(args, device, folder: Path):
     pipe = VidRDPipeline(CLIPTextModel.from_pretrained(sd / "text_encoder"), CLIPTokenizer.from_pretrained(sd / "tokenizer"),
                          build_unet(args.tiny, device), vae, DDIMScheduler.from_pretrained(sd / "scheduler"))
     pipe.to(device, dtype)
+    pipe.unet.eval()  # as from_pretrained returns them: built here, they would sample with dropout on
+    pipe.vae.eval()
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
