@@ -204,6 +204,15 @@ def unet_rows(args, device) -> list[dict]:
     if args.profile:
         rows += [_row("profile", f"U-Net: {name} × {calls}", ms / 1e3, args=args)
                  for name, ms, calls in top_kernels(forward(unet), device, args.profile)]
+    if device.type == "cuda":  # CUDA graphs of the eager kernels: what `vidrd-sample --cuda-graphs` runs
+        graphed = torch.compile(unet, backend="cudagraphs")
+        start = time.perf_counter()
+        forward(graphed)()
+        _sync(device)
+        capture_s = time.perf_counter() - start
+        replay = timed(forward(graphed), device, args.repeats, warmup=2)
+        rows.append(_row("unet", "VidRD U-Net fwd, CUDA graphs of the eager kernels", replay, flops=flops, args=args,
+                         note=f"capture {capture_s:.0f} s; {replay / flat:.2f}× the 2-D U-Net eager"))
     if args.compile:
         unet = build_unet(args.tiny, device).eval()
         compiled = torch.compile(unet, mode=args.compile_mode)
@@ -310,6 +319,11 @@ def sampler_rows(args, device, pipe) -> list[dict]:
                  note="target ≤ 1.5 s at 50 steps"),
             _row("sampler", f"{args.clips} clips", many, args=args,
                  note=f"time(K)/(K·time(1)) = {many / (args.clips * one):.2f}")]
+    if device.type == "cuda":
+        pipe.enable_cuda_graphs()
+        graphed = timed(sample(1), device, max(1, args.repeats // 2))  # the warm-up call captures
+        rows.append(_row("sampler", "1 clip, --cuda-graphs", graphed, args=args,
+                         note=f"{one / graphed:.2f}× faster than eager"))
     latents = torch.randn(1, 4, args.frames, args.latent, args.latent, device=device, dtype=pipe.vae.dtype)
     with torch.no_grad():
         temporal = timed(lambda: pipe.decode_latents(latents), device, args.repeats)

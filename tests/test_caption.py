@@ -283,7 +283,9 @@ def test_a_clip_whose_decode_fails_fails_alone_while_the_other_clips_of_its_vide
         stream = container.add_stream("libx264", rate=8)
         stream.width = stream.height = 64
         stream.pix_fmt, stream.options = "yuv420p", {"g": "8"}
-        for frame in _frames(160, 5):
+        # 960 frames: decord's decoder thread reads far ahead of frame 0, and on a short file it reached the damage
+        # while opening (a timing-dependent failure of the first clips); 120 opens of this length never did
+        for frame in _frames(960, 5):
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -293,10 +295,10 @@ def test_a_clip_whose_decode_fails_fails_alone_while_the_other_clips_of_its_vide
     data[cut:] = bytes(len(data) - cut)
     (root / "damaged.mp4").write_bytes(bytes(data))
     table, base = sources.video_folder(root)
-    rows = _run(table, base, tmp_path / "m", blip2_dir, clip_seconds=5.0)
-    assert [(r["start_frame"], r["end_frame"]) for r in rows] == [(0, 40), (40, 80), (80, 120), (120, 160)], rows[0]["error"]
+    rows = _run(table, base, tmp_path / "m", blip2_dir, clip_seconds=30.0)
+    assert [(r["start_frame"], r["end_frame"]) for r in rows] == [(0, 240), (240, 480), (480, 720), (720, 960)], rows[0]["error"]
     statuses = [r["status"] for r in rows]
-    assert statuses[:2] == ["ok", "ok"] and statuses[-1] == "failed"
+    assert statuses[:2] == ["ok", "ok"] and statuses[-1] == "failed", [r["error"][:400] for r in rows if r["error"]]
     assert all(r["caption"] for r in rows if r["status"] == "ok")
     # FFmpeg's threaded decoder reports the damage either raw or wrapped by read_frames, depending on timing
     assert all(r["error"].startswith("clip decode failed: ") and "InvalidDataError" in r["error"]
@@ -377,7 +379,7 @@ def test_real_videos_of_other_codecs_and_rotation_are_captioned(tmp_path, blip2_
     (tmp_path / "list.csv").write_text(lines)
     table, base = sources.video_list(tmp_path / "list.csv")
     rows = _run(table, base, tmp_path / "m", blip2_dir, decode_in="processes")
-    assert all(r["status"] == "ok" and r["caption"] for r in rows), [r["error"] for r in rows]
+    assert all(r["status"] == "ok" and r["caption"] for r in rows), [r["error"][:400] for r in rows if r["error"]]
     by_name = {r["source_path"].rsplit("/", 1)[-1]: r for r in rows}
     assert (by_name["counter.mp4"]["start_frame"], by_name["counter.mp4"]["end_frame"]) == (0, 30)
     assert (by_name["fades.mp4"]["end_frame"], by_name["fades.mp4"]["fps"]) == (250, 25.0)
