@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.utils.checkpoint
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders.peft import PeftAdapterMixin
+from diffusers.models.activations import get_activation
 from diffusers.models.attention import AttentionMixin, FeedForward
 from diffusers.models.attention_processor import Attention
 from diffusers.models.downsampling import Downsample2D
@@ -59,10 +60,11 @@ class LayerOptions:
 class VideoResnetBlock(ResnetBlock2D):
     """SD's ResNet block run per frame, except that both GroupNorms pool over all frames of a clip."""
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, temb_act: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """`temb_act` is the time embedding after this block's nonlinearity: VideoUNet applies it once for all."""
         h = self._norm_act(self.norm1, x, num_frames)
         h = self.conv1(h)
-        h = h + self.time_emb_proj(self.nonlinearity(temb))[:, :, None, None]
+        h = h + self.time_emb_proj(temb_act)[:, :, None, None]
         h = self._norm_act(self.norm2, h, num_frames)
         h = self.conv2(self.dropout(h))
         if self.conv_shortcut is not None:
@@ -321,6 +323,7 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
         self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
         self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos, freq_shift)
         self.time_embedding = TimestepEmbedding(block_out_channels[0], time_embed_dim, act_fn=act_fn)
+        self.time_act = get_activation(act_fn)  # no parameters: the ResNets' activation of the time embedding
         opts = LayerOptions(
             temb_channels=time_embed_dim,
             norm_num_groups=norm_num_groups,
@@ -404,6 +407,7 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
             t_emb = self.time_proj(timestep.expand(batch)).to(dtype=sample.dtype)
             temb = self.time_embedding(t_emb).repeat_interleave(num_frames, dim=0)  # same time step for every frame
         context = encoder_hidden_states.repeat_interleave(num_frames, dim=0)  # same text for every frame
+        temb = self.time_act(temb)  # each ResNet's time projection starts with it: applied once, not per ResNet
 
         x = sample.transpose(1, 2).flatten(0, 1)  # (b f) c h w
         if self.config.center_input_sample:
