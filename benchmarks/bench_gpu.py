@@ -65,16 +65,18 @@ def count_flops(call) -> float:
     return float(counter.get_total_flops())
 
 
-VIEW_OPS = frozenset({"view", "_unsafe_view", "t", "permute", "transpose", "squeeze", "unsqueeze", "expand",
-                      "slice", "select", "detach", "alias", "as_strided", "split", "split_with_sizes", "unbind",
-                      "unflatten", "_reshape_alias", "lift_fresh"})
+NOT_KERNELS = frozenset({  # views and bare allocations: dispatched, but they launch nothing
+    "view", "_unsafe_view", "t", "permute", "transpose", "squeeze", "unsqueeze", "expand", "slice", "select",
+    "detach", "alias", "as_strided", "split", "split_with_sizes", "unbind", "unflatten", "_reshape_alias",
+    "lift_fresh", "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"})
 
 
 def count_kernels(call) -> int:
-    """Returns how many aten ops other than views one `call()` dispatches: about the kernels it launches.
+    """Returns how many aten ops other than views and allocations one `call()` dispatches: about the kernels it
+    launches.
 
-    Where the forward is launch-bound (small batches on a GPU), time follows this count, not the FLOPs; it is the
-    same on every device, so a CPU run can compare it too.
+    Where the forward is launch-bound (small batches on a GPU), time follows this count, not the FLOPs. It does not
+    depend on the device, except that CUDA rows run under bf16 autocast, whose casts add to it.
     """
     from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -82,7 +84,7 @@ def count_kernels(call) -> int:
         count = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.overloadpacket.__name__ not in VIEW_OPS:
+            if func.overloadpacket.__name__ not in NOT_KERNELS:
                 Counter.count += 1
             return func(*args, **(kwargs or {}))
 

@@ -312,14 +312,20 @@ def test_a_compiled_unet_samples_the_same_video_and_keeps_its_names(pipe, tmp_pa
     assert np.allclose(sample(compiled, num_clips=2), sample(pipe, num_clips=2), atol=5e-5)
 
 
-def test_cuda_graph_sampling_traces_the_whole_unet_and_samples_the_same_video(pipe, tmp_path):
+def test_cuda_graph_sampling_traces_the_whole_unet_and_samples_the_same_video(pipe, tmp_path, monkeypatch):
     """The cudagraphs backend on CPU: TorchDynamo must capture the forward (graphs themselves need CUDA, so torch
     runs the captured graph without them here); the sampler's step marks and output copies run as on a GPU."""
     pipe.save_pretrained(tmp_path / "vidrd")
     graphed = VidRDPipeline.from_pretrained(tmp_path / "vidrd").enable_cuda_graphs()
     graphed.set_progress_bar_config(disable=True)
-    assert graphed._cuda_graphs and list(graphed.unet.state_dict()) == list(pipe.unet.state_dict())
-    assert np.allclose(sample(graphed, num_clips=2), sample(pipe, num_clips=2), atol=5e-5)  # as the compiled one
+    assert list(graphed.unet.state_dict()) == list(pipe.unet.state_dict())
+    marks = []
+    mark = torch.compiler.cudagraph_mark_step_begin
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1) or mark())
+    video = sample(graphed, num_clips=2)
+    assert len(marks) == 2 * 3  # one graph step per U-Net call: 2 clips × 3 steps
+    assert np.allclose(video, sample(pipe, num_clips=2), atol=5e-5)  # as the compiled one
+    assert len(marks) == 6  # the eager pipeline marks nothing
 
 
 # ---------------------------------------------------------------- errors

@@ -324,7 +324,26 @@ def test_pooled_group_norm_with_silu_is_the_same_with_and_without_gradients_and_
     assert torch.allclose(batch_to_frames(plain.detach(), 5), expected, atol=1e-6)
 
 
+def test_pooled_group_norm_with_silu_keeps_the_norms_dtype_as_under_cuda_autocast():
+    """CUDA autocast runs GroupNorm in float32 on bf16 activations; the fused SiLU must write float32 (out= would
+    refuse a bf16 buffer), as the unfused path returns."""
+
+    class Float32Norm(torch.nn.GroupNorm):
+        def forward(self, x):
+            return super().forward(x.float())
+
+    norm = randomize_(Float32Norm(8, 32), seed=5)
+    x = (torch.randn(10, 32, 4, 4) * 2).to(torch.bfloat16)
+    with torch.no_grad():
+        fused = frame_pooled_group_norm(norm, x, 5, silu=True)
+    assert fused.dtype == torch.float32
+    assert torch.allclose(batch_to_frames(fused, 5), torch.nn.functional.silu(norm(batch_to_frames(x, 5))), atol=1e-6)
+
+
 def test_frame_embedding_cached_under_inference_mode_still_trains():
+    from vidrd_model import temporal
+
+    temporal._TABLES.clear()
     with torch.inference_mode():
         table = sinusoidal_frame_embedding(3, 32)  # fills the cache inside inference mode
     assert not table.is_inference()  # a plain tensor: usable by later in-place and autograd code
@@ -346,6 +365,18 @@ def test_the_whole_forward_is_one_graph_for_torch_compile_and_cuda_graphs():
     assert torch.allclose(traced, expected, atol=1e-5)
 
 
+def test_a_frame_embedding_made_under_fake_tensors_is_not_cached():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from vidrd_model import temporal
+
+    temporal._TABLES.clear()
+    with FakeTensorMode():
+        sinusoidal_frame_embedding(5, 16)
+    table = sinusoidal_frame_embedding(5, 16)
+    assert type(table) is torch.Tensor and torch.equal(table[0, :4], torch.tensor([0.0, 1.0, 0.0, 1.0]))
+
+
 def test_attend_equals_calling_the_attention_module():
     from vidrd_model.unet import attend
 
@@ -355,6 +386,11 @@ def test_attend_equals_calling_the_attention_module():
     with torch.no_grad():
         assert torch.equal(attend(block.attn2, x, context), block.attn2(x, encoder_hidden_states=context))
         assert torch.equal(attend(block.attn1, x), block.attn1(x))
+        seen = []
+        handle = block.attn1.register_forward_hook(lambda module, args, out: seen.append(out.shape) or out * 2)
+        hooked = attend(block.attn1, x)  # a hooked module goes through its normal call: the hook runs
+        handle.remove()
+        assert seen == [x.shape] and torch.equal(hooked, 2 * block.attn1(x))
 
 
 def test_temp_conv_layer_matches_its_formula_over_frames():

@@ -211,27 +211,30 @@ class VidRDPipeline(DiffusionPipeline):
         the full model); later calls run the compiled graph. `mode`: torch.compile's ("reduce-overhead" and
         "max-autotune" add CUDA graphs, which pay off in the sampler's fixed-shape loop)."""
         self.unet.compile(mode=mode, fullgraph=fullgraph, backend=backend)
-        self._cuda_graphs = backend == "cudagraphs" or mode in ("reduce-overhead", "max-autotune")
         return self
 
     def enable_cuda_graphs(self) -> "VidRDPipeline":
         """Returns the pipeline with its eager U-Net replayed from CUDA graphs: torch.compile's `cudagraphs` backend
-        (TorchDynamo capture, no kernel generation: seconds, not the minutes of inductor). Each input shape is captured
-        once; every later call of the sampler's loop replays the whole forward as one launch, which removes the host
-        overhead of ~1,600 kernel launches per call at small batches. Outputs equal the eager U-Net's. On a CPU
-        device torch skips the graphs and runs the traced forward."""
+        (a TorchDynamo trace and a capture, without inductor's kernel generation). Each input shape is captured once;
+        later calls of the sampler's loop replay the whole forward as one launch instead of one launch per kernel.
+        Outputs equal the eager U-Net's within float tolerance (the trace skips eager's fused SiLU). On a CPU device
+        torch skips the graphs and runs the traced forward."""
         return self.compile_unet(backend="cudagraphs")
 
     def predict_noise(self, model_input: torch.Tensor, timestep, text_embeds: torch.Tensor) -> torch.Tensor:
         """Returns the U-Net's noise prediction for `model_input` (the one place the samplers call the U-Net).
 
-        Under CUDA graphs, each call starts a new graph step and returns a copy, because a replay overwrites the
-        previous call's output buffers (FreeNoise and Gen-L-Video keep several windows' predictions at once).
+        When the U-Net is compiled (by `compile_unet`, `enable_cuda_graphs` or the trainer), each call starts a new
+        CUDA-graph step and returns a copy: under CUDA graphs (`cudagraphs`, `reduce-overhead`, `max-autotune`) a
+        replay overwrites the previous call's output buffers, and FreeNoise and Gen-L-Video keep several windows'
+        predictions at once. Elsewhere both are cheap no-ops.
         """
-        if getattr(self, "_cuda_graphs", False):
-            torch.compiler.cudagraph_mark_step_begin()
-            return self.unet(model_input, timestep, encoder_hidden_states=text_embeds).sample.clone()
-        return self.unet(model_input, timestep, encoder_hidden_states=text_embeds).sample
+        noise = self.unet(model_input, timestep, encoder_hidden_states=text_embeds).sample
+        if getattr(self.unet, "_compiled_call_impl", None) is None:
+            return noise
+        noise = noise.clone()
+        torch.compiler.cudagraph_mark_step_begin()  # the next call may reuse this call's graph buffers
+        return noise
 
     # ------------------------------------------------------------------------------------------ pieces
 

@@ -10,7 +10,6 @@ layout), with no einops parsing and no parameterless module calls on the hot pat
 formulation (tests/test_unet.py checks each against it).
 """
 
-import functools
 import math
 
 import torch
@@ -39,16 +38,15 @@ def frame_pooled_group_norm(norm: nn.GroupNorm, x: torch.Tensor, num_frames: int
         return F.silu(norm(x)) if silu else norm(x)
     normed = norm(clip_view(x, num_frames))  # GroupNorm makes its input contiguous: the one copy
     if silu and not torch.is_grad_enabled() and not torch.compiler.is_compiling():  # dynamo breaks on out= views
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        # the norm's dtype: under CUDA autocast GroupNorm runs in float32 while x is bf16, and out= does not downcast
+        out = torch.empty_like(x, dtype=normed.dtype, memory_format=torch.contiguous_format)
         torch._C._nn.silu(normed, out=clip_view(out, num_frames))  # autograd refuses out=, hence no_grad only
         return out
     return fold_frames(F.silu(normed) if silu else normed)
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_frame_embedding(num_frames: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable later with autograd on
-        return _frame_embedding(num_frames, dim, device, dtype)
+_TABLES: dict[tuple, torch.Tensor] = {}  # (frames, dim, device, dtype) -> table; plain tensors only
+_MAX_TABLES = 64
 
 
 def _frame_embedding(num_frames: int, dim: int, device, dtype) -> torch.Tensor:
@@ -64,13 +62,24 @@ def sinusoidal_frame_embedding(num_frames: int, dim: int, device=None, dtype=Non
 
     Interleaved sin/cos as in the release; diffusers' 1-D sin-cos helpers concatenate the halves instead.
     Tables are cached per (frames, dim, device, dtype), so a forward pass does not rebuild one per block (ten
-    kernel launches each); under torch.compile the table is traced instead. Do not modify the returned tensor.
+    kernel launches each); under torch.compile, CUDA-graph capture or a tracing mode it is built afresh. Do not
+    modify the returned tensor.
     """
     device = torch.device(device) if device is not None else torch.get_default_device()
     dtype = dtype if dtype is not None else torch.float32
-    if torch.compiler.is_compiling() or device.type == "meta":
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()  # filled only on replay
+    if torch.compiler.is_compiling() or device.type == "meta" or capturing:
         return _frame_embedding(num_frames, dim, device, dtype)
-    return _cached_frame_embedding(num_frames, dim, device, dtype)
+    key = (num_frames, dim, device, dtype)
+    table = _TABLES.get(key)
+    if table is None:
+        with torch.inference_mode(False), torch.no_grad():  # a plain tensor, usable later with autograd on
+            table = _frame_embedding(num_frames, dim, device, dtype)
+        if type(table) is torch.Tensor:  # not a FakeTensor or another subclass made under a tracing mode
+            if len(_TABLES) >= _MAX_TABLES:
+                _TABLES.pop(next(iter(_TABLES)))
+            _TABLES[key] = table
+    return table
 
 
 class FrameConv3d(nn.Conv3d):

@@ -79,13 +79,27 @@ class VideoResnetBlock(ResnetBlock2D):
 
 
 def attend(attention: Attention, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-    """Returns `attention(x, encoder_hidden_states=context)` through its processor, as `Attention.forward` does.
+    """Returns `attention(x, encoder_hidden_states=context)`, through its processor directly when nothing wraps it.
 
-    Calling the processor directly skips the `inspect.signature` of the processor that diffusers' forward runs on
-    every call to vet keyword arguments we never pass (about 50 µs of host time per attention on the GPU's critical
-    path). `set_attn_processor` and PEFT adapters work unchanged: they replace the processor or wrap its linears.
+    diffusers' `Attention.forward` runs `inspect.signature` on the processor at every call to vet keyword arguments
+    we never pass: host time on a launch-bound GPU's critical path. `set_attn_processor`, fused QKV and PEFT adapters
+    work either way (they replace the processor or wrap its linears). A module with hooks, a patched or compiled
+    forward, or a wrapper (FSDP) goes through the normal call, so what wraps it still runs.
     """
-    return attention.processor(attention, x, encoder_hidden_states=context)
+    if _unwrapped(attention):
+        return attention.processor(attention, x, encoder_hidden_states=context)
+    return attention(x, encoder_hidden_states=context)
+
+
+def _unwrapped(module: nn.Module) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    return (type(module) is Attention and "forward" not in module.__dict__
+            and getattr(module, "_compiled_call_impl", None) is None
+            and not (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                     or module._backward_pre_hooks)
+            and not (torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+                     or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks))
 
 
 class VideoTransformerBlock(nn.Module):
