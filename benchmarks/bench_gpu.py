@@ -201,8 +201,8 @@ def unet_rows(args, device) -> list[dict]:
     flat_kernels = count_kernels(forward2d)
     rows.append(_row("unet", f"diffusers 2-D U-Net fwd, {2 * args.frames} frames", flat, flops=count_flops(forward2d),
                      args=args, kernels=flat_kernels))
-    rows[0]["note"] = (f"{eager / flat:.2f}× the 2-D U-Net (target ≤ 1.5×); {kernels / flat_kernels:.2f}× its kernels, "
-                       f"{flops / count_flops(forward2d):.2f}× its FLOPs")
+    rows[0]["note"] = (f"{eager / flat:.2f}× the 2-D U-Net (target ≤ 1.5×); "
+                       f"{kernels / flat_kernels:.2f}× its kernels, {flops / count_flops(forward2d):.2f}× its FLOPs")
     if args.profile:
         rows += [_row("profile", f"U-Net: {name} × {calls}", ms / 1e3, args=args)
                  for name, ms, calls in top_kernels(forward(unet), device, args.profile)]

@@ -149,7 +149,8 @@ class VideoTransformerBlock(nn.Module):
             return x
         tokens = x.shape[1]
         sequences = query.unflatten(0, (-1, num_frames)).transpose(1, 2).flatten(0, 1)  # (b d) f c: attend over frames
-        branch = attend(self.temp_attn, self.temp_norm(sequences)).unflatten(0, (-1, tokens)).transpose(1, 2)  # (b, f, d, c)
+        branch = attend(self.temp_attn, self.temp_norm(sequences))
+        branch = branch.unflatten(0, (-1, tokens)).transpose(1, 2)  # (b, f, d, c), a view
         if num_frames == 1:
             return x + 0 * branch.flatten(0, 1)
         return (x.unflatten(0, (-1, num_frames)) + branch).flatten(0, 1)  # the add writes the folded layout
