@@ -45,6 +45,13 @@ def frame_pooled_group_norm(norm: nn.GroupNorm, x: torch.Tensor, num_frames: int
     return fold_frames(F.silu(normed) if silu else normed)
 
 
+def frame_pooled_norm_act(norm: nn.GroupNorm, activation: nn.Module, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Returns `activation(norm(x))` with frame-pooled statistics; SiLU (SD's) takes the fused path above."""
+    if isinstance(activation, nn.SiLU):
+        return frame_pooled_group_norm(norm, x, num_frames, silu=True)
+    return activation(frame_pooled_group_norm(norm, x, num_frames))
+
+
 _TABLES: dict[tuple, torch.Tensor] = {}  # (frames, dim, device, dtype) -> table; plain tensors only
 _MAX_TABLES = 64
 

@@ -275,16 +275,21 @@ def check_vae_config(config: VaeTrainConfig) -> None:
         raise ConfigError(f"kinds may hold video_clip and pseudo_video, got {sorted(unknown)}")
 
 
-def _check_shared(config, more_positive_keys: tuple[str, ...]) -> None:
-    """Checks the settings both configs have."""
+def _check_inputs(config) -> None:
+    """Checks the settings every config here has: manifests, mixed precision, resolution."""
     if not config.manifests:
         raise ConfigError("manifests is required (one or more manifest folders)")
     if config.mixed_precision not in MIXED_PRECISION:
         raise ConfigError(f"mixed_precision must be one of {MIXED_PRECISION}, got {config.mixed_precision!r}")
-    if config.lr_schedule not in LR_SCHEDULES:
-        raise ConfigError(f"lr_schedule must be one of {sorted(LR_SCHEDULES)}, got {config.lr_schedule!r}")
     if config.resolution % 8:
         raise ConfigError(f"resolution must be a multiple of 8, got {config.resolution}")
+
+
+def _check_shared(config, more_positive_keys: tuple[str, ...]) -> None:
+    """Checks the settings both training configs have."""
+    _check_inputs(config)
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"lr_schedule must be one of {sorted(LR_SCHEDULES)}, got {config.lr_schedule!r}")
     for key in ("num_frames", "batch_size", "max_steps", "gradient_accumulation_steps", "checkpoint_every",
                 "log_every", *more_positive_keys):
         if getattr(config, key) < 1:
@@ -324,18 +329,13 @@ class CacheConfig:
 
 def check_cache_config(config: CacheConfig) -> None:
     """Raises ConfigError naming the first setting that cannot work, before anything is loaded."""
-    if not config.manifests:
-        raise ConfigError("manifests is required (one or more manifest folders)")
+    _check_inputs(config)
     if not config.out:
         raise ConfigError("out is required (the cache folder)")
     if not config.pretrained_model:
         raise ConfigError("pretrained_model is required (its text encoder encodes the captions, its VAE the frames)")
     if config.clip_policy not in CLIP_POLICIES:
         raise ConfigError(f"clip_policy must be one of {CLIP_POLICIES}, got {config.clip_policy!r}")
-    if config.mixed_precision not in MIXED_PRECISION:
-        raise ConfigError(f"mixed_precision must be one of {MIXED_PRECISION}, got {config.mixed_precision!r}")
-    if config.resolution % 8:
-        raise ConfigError(f"resolution must be a multiple of 8, got {config.resolution}")
     for key in ("num_frames", "clips_per_row", "shard_size"):
         if getattr(config, key) < 1:
             raise ConfigError(f"{key} must be ≥ 1, got {getattr(config, key)}")

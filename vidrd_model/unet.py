@@ -33,7 +33,7 @@ from diffusers.models.unets.unet_3d_condition import UNet3DConditionOutput
 from diffusers.models.upsampling import Upsample2D
 
 from .checkpoints import load_diffusers_weights, load_pretrained_2d_weights, unet_config_from_2d
-from .temporal import TemporalConvLayer, clip_view, frame_pooled_group_norm, sinusoidal_frame_embedding
+from .temporal import TemporalConvLayer, clip_view, frame_pooled_norm_act, sinusoidal_frame_embedding
 
 DOWN_BLOCK_TYPES = ("CrossAttnDownBlock3D", "DownBlock3D")
 UP_BLOCK_TYPES = ("CrossAttnUpBlock3D", "UpBlock3D")
@@ -62,20 +62,15 @@ class VideoResnetBlock(ResnetBlock2D):
 
     def forward(self, x: torch.Tensor, temb_act: torch.Tensor, num_frames: int) -> torch.Tensor:
         """`temb_act` is the time embedding after this block's nonlinearity: VideoUNet applies it once for all."""
-        h = self._norm_act(self.norm1, x, num_frames)
+        h = frame_pooled_norm_act(self.norm1, self.nonlinearity, x, num_frames)
         h = self.conv1(h)
         h = h + self.time_emb_proj(temb_act)[:, :, None, None]
-        h = self._norm_act(self.norm2, h, num_frames)
+        h = frame_pooled_norm_act(self.norm2, self.nonlinearity, h, num_frames)
         h = self.conv2(self.dropout(h))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
         out = x + h
         return out if self.output_scale_factor == 1 else out / self.output_scale_factor  # x / 1 is x: no kernel
-
-    def _norm_act(self, norm: nn.GroupNorm, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        if isinstance(self.nonlinearity, nn.SiLU):  # SD's act_fn: fused with the way back to the folded layout
-            return frame_pooled_group_norm(norm, x, num_frames, silu=True)
-        return self.nonlinearity(frame_pooled_group_norm(norm, x, num_frames))
 
 
 def attend(attention: Attention, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -439,10 +434,7 @@ class VideoUNet(ModelMixin, AttentionMixin, ConfigMixin, PeftAdapterMixin):
             upsample_size = skips[-1].shape[2:] if forward_upsample_size and i < len(self.up_blocks) - 1 else None
             x = self._run(block, x, block_skips, temb, context, num_frames, upsample_size)
 
-        if isinstance(self.conv_act, nn.SiLU):
-            x = frame_pooled_group_norm(self.conv_norm_out, x, num_frames, silu=True)
-        else:
-            x = self.conv_act(frame_pooled_group_norm(self.conv_norm_out, x, num_frames))
+        x = frame_pooled_norm_act(self.conv_norm_out, self.conv_act, x, num_frames)
         x = self.conv_out(x)
         out = clip_view(x, num_frames)  # b c f h w, a view
         if not return_dict:
